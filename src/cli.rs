@@ -1,0 +1,146 @@
+//! Command-line interface.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::admission::Endpoint;
+use crate::resources::ImageFormat;
+
+/// Admission webhook, preflight reconciler and operator commands for the VM runtime.
+#[derive(Debug, Parser)]
+#[command(name = "vmruntime-gate", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the mutating and validating admission webhook over HTTPS.
+    Webhook(WebhookArgs),
+    /// Decide one AdmissionReview file offline and print the response the webhook would send.
+    Review(ReviewArgs),
+    /// Generate a CA and a serving certificate, and print the base64 caBundle.
+    Certs(CertsArgs),
+    /// Print the CustomResourceDefinitions of the gate's resources as YAML.
+    Crds,
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookArgs {
+    /// Run locally: create certificates in certs/ when missing, serve on 127.0.0.1:8443 with
+    /// health on 127.0.0.1:8080, and read the cluster state from manifests/examples/cluster.
+    #[arg(long)]
+    pub dev: bool,
+    /// Address of the HTTPS admission endpoints [default: 0.0.0.0:8443, or 127.0.0.1:8443 with --dev].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Address of the plain-HTTP /healthz and /readyz endpoints [default: 0.0.0.0:8080, or 127.0.0.1:8080 with --dev].
+    #[arg(long, value_name = "ADDR")]
+    pub health_listen: Option<SocketAddr>,
+    /// PEM certificate chain served to clients (leaf first).
+    #[arg(long, value_name = "FILE", required_unless_present = "dev")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the serving certificate.
+    #[arg(long, value_name = "FILE", required_unless_present = "dev")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Read the cluster state from YAML or JSON files in DIR instead of watching the API server.
+    #[arg(long, value_name = "DIR")]
+    pub cluster_state: Option<PathBuf>,
+    #[command(flatten)]
+    pub decision: DecisionArgs,
+    /// Largest accepted request body, in bytes; larger bodies get HTTP 413.
+    #[arg(long, value_name = "BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Longest wait for requests in flight after SIGTERM, such as 30s or 500ms.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Settings shared by the webhook and the offline review.
+#[derive(Debug, Args)]
+pub struct DecisionArgs {
+    /// Value the mutating webhook writes to a missing spec.vmImageFormat.
+    #[arg(long, value_name = "FORMAT", default_value = "raw", value_parser = parse_image_format)]
+    pub default_image_format: ImageFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ReviewArgs {
+    /// Endpoint whose decision to compute.
+    #[arg(long, value_enum, default_value_t = Endpoint::Validate)]
+    pub endpoint: Endpoint,
+    /// YAML or JSON files (or a folder of them) with the cluster state to decide against.
+    #[arg(long, value_name = "DIR")]
+    pub cluster_state: PathBuf,
+    #[command(flatten)]
+    pub decision: DecisionArgs,
+    /// AdmissionReview JSON file, or - for standard input.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// Folder for ca.crt, tls.crt and tls.key; created when missing.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// DNS name for the serving certificate, such as vmruntime-gate.vm-system.svc; repeatable.
+    #[arg(long = "dns-name", value_name = "NAME", num_args = 1..)]
+    pub dns_names: Vec<String>,
+    /// IP address for the serving certificate; repeatable.
+    #[arg(long = "ip", value_name = "ADDR", num_args = 1..)]
+    pub ips: Vec<IpAddr>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_image_format(value: &str) -> Result<ImageFormat, String> {
+    value.parse()
+}
+
+/// Parses a duration with a unit: `ms`, `s`, `m` or `h`.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let invalid = || format!("invalid duration {value:?}: use a number with a unit, such as 500ms, 30s, 2m or 1h");
+    let split = value.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
+    let (number, unit) = value.split_at(split);
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        "h" => Ok(Duration::from_secs(number * 3600)),
+        _ => Err(invalid()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duration_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("30").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("3d").is_err());
+    }
+
+    #[test]
+    fn cli_definition_valid() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

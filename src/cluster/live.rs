@@ -1,0 +1,212 @@
+//! Fills a cluster view from watches on a live API server.
+//!
+//! One watch per source: the VMRuntime, the preflight checks in `vm-system`, and each VM kind.
+//! The view reports itself loaded once every watch has delivered its initial list. A kind whose
+//! CRD is not installed (HTTP 404) counts as loaded with no objects, and its watch keeps retrying
+//! so that a CRD installed later is picked up.
+
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use kube::api::{Api, ApiResource};
+use kube::core::{DynamicObject, GroupVersionKind};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, ResourceExt};
+use serde::de::DeserializeOwned;
+use tracing::{info, warn};
+
+use super::view::{ClusterView, VmKind, VmSummary};
+use crate::resources::{SYSTEM_NAMESPACE, VMRuntime, VMRuntimePreflightCheck};
+use crate::server::SharedView;
+
+/// Sources of the view, in the order of [`SyncTracker`] flags.
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    Runtime,
+    Checks,
+    Vms(VmKind),
+}
+
+impl Source {
+    const ALL: [Source; 5] = [
+        Source::Runtime,
+        Source::Checks,
+        Source::Vms(VmKind::RuntimeVirtualMachine),
+        Source::Vms(VmKind::KubevirtVirtualMachine),
+        Source::Vms(VmKind::KubevirtVirtualMachineInstance),
+    ];
+
+    fn index(self) -> usize {
+        match self {
+            Source::Runtime => 0,
+            Source::Checks => 1,
+            Source::Vms(VmKind::RuntimeVirtualMachine) => 2,
+            Source::Vms(VmKind::KubevirtVirtualMachine) => 3,
+            Source::Vms(VmKind::KubevirtVirtualMachineInstance) => 4,
+        }
+    }
+
+    fn label(self) -> String {
+        match self {
+            Source::Runtime => "VMRuntime.vm.cluster.gke.io".to_owned(),
+            Source::Checks => "VMRuntimePreflightCheck.vm.cluster.gke.io".to_owned(),
+            Source::Vms(kind) => kind.to_string(),
+        }
+    }
+}
+
+/// Tracks which sources have delivered their initial list and marks the view loaded when all have.
+struct SyncTracker {
+    view: SharedView,
+    synced: Mutex<[bool; 5]>,
+}
+
+impl SyncTracker {
+    fn mark_synced(&self, source: Source) {
+        let mut synced = self.synced.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        synced[source.index()] = true;
+        if synced.iter().all(|done| *done) {
+            let mut view = self.view.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !view.is_loaded() {
+                info!(
+                    vms = view.vm_count(),
+                    preflight_checks = view.check_count(),
+                    runtime = view.runtime().is_some(),
+                    "Cluster state loaded from watches"
+                );
+            }
+            view.set_loaded(true);
+        }
+    }
+}
+
+/// Starts one watch task per source. The tasks run until the process ends.
+pub fn spawn(client: Client, view: SharedView) {
+    let tracker = Arc::new(SyncTracker { view: view.clone(), synced: Mutex::new([false; 5]) });
+    for source in Source::ALL {
+        let client = client.clone();
+        let view = view.clone();
+        let tracker = tracker.clone();
+        tokio::spawn(async move {
+            match source {
+                Source::Runtime => {
+                    let api = Api::<VMRuntime>::all(client);
+                    run(source, api, view, tracker, apply_runtime).await;
+                }
+                Source::Checks => {
+                    let api = Api::<VMRuntimePreflightCheck>::namespaced(client, SYSTEM_NAMESPACE);
+                    run(source, api, view, tracker, apply_check).await;
+                }
+                Source::Vms(kind) => {
+                    let gvk = GroupVersionKind::gvk(kind.group(), "v1", kind.kind());
+                    let resource = ApiResource::from_gvk_with_plural(&gvk, kind.plural());
+                    let api = Api::<DynamicObject>::all_with(client, &resource);
+                    let apply =
+                        move |view: &mut ClusterView, change: Change<DynamicObject>| apply_vm(kind, view, change);
+                    run(source, api, view, tracker, apply).await;
+                }
+            }
+        });
+    }
+}
+
+/// A change to apply to the view.
+enum Change<K> {
+    Applied(K),
+    Deleted(K),
+    /// The full list after a watch (re)started.
+    Replaced(Vec<K>),
+}
+
+async fn run<K, F>(source: Source, api: Api<K>, view: SharedView, tracker: Arc<SyncTracker>, apply: F)
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+    F: Fn(&mut ClusterView, Change<K>),
+{
+    let label = source.label();
+    let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut initial: Vec<K> = Vec::new();
+    let mut reported_missing = false;
+
+    while let Some(event) = stream.next().await {
+        let change = match event {
+            Ok(Event::Init) => {
+                initial.clear();
+                continue;
+            }
+            Ok(Event::InitApply(object)) => {
+                initial.push(object);
+                continue;
+            }
+            Ok(Event::InitDone) => Change::Replaced(std::mem::take(&mut initial)),
+            Ok(Event::Apply(object)) => Change::Applied(object),
+            Ok(Event::Delete(object)) => Change::Deleted(object),
+            Err(error) if is_not_found(&error) => {
+                if !reported_missing {
+                    info!(kind = %label, "CRD not installed; treating the kind as having no objects");
+                    reported_missing = true;
+                }
+                Change::Replaced(Vec::new())
+            }
+            Err(error) => {
+                warn!(kind = %label, %error, "Watch failed; retrying with backoff");
+                continue;
+            }
+        };
+        let replaced = matches!(change, Change::Replaced(_));
+        {
+            let mut view = view.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            apply(&mut view, change);
+        }
+        if replaced {
+            tracker.mark_synced(source);
+        }
+    }
+}
+
+fn watcher<K>(api: Api<K>, config: watcher::Config) -> impl futures::Stream<Item = watcher::Result<Event<K>>>
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher::watcher(api, config)
+}
+
+fn is_not_found(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.is_not_found(),
+        _ => false,
+    }
+}
+
+fn apply_runtime(view: &mut ClusterView, change: Change<VMRuntime>) {
+    match change {
+        Change::Applied(runtime) => view.apply_runtime(&runtime),
+        Change::Deleted(runtime) => view.delete_runtime(&runtime.name_any()),
+        Change::Replaced(runtimes) => {
+            view.delete_runtime(crate::resources::vmruntime::VMRUNTIME_NAME);
+            for runtime in &runtimes {
+                view.apply_runtime(runtime);
+            }
+        }
+    }
+}
+
+fn apply_check(view: &mut ClusterView, change: Change<VMRuntimePreflightCheck>) {
+    match change {
+        Change::Applied(check) => view.apply_check(&check),
+        Change::Deleted(check) => view.delete_check(&check.name_any()),
+        Change::Replaced(checks) => view.replace_checks(&checks),
+    }
+}
+
+fn apply_vm(kind: VmKind, view: &mut ClusterView, change: Change<DynamicObject>) {
+    match change {
+        Change::Applied(object) => view.apply_vm(VmSummary::from_object(kind, &object)),
+        Change::Deleted(object) => view.delete_vm(kind, &object.namespace().unwrap_or_default(), &object.name_any()),
+        Change::Replaced(objects) => {
+            view.replace_vms(kind, objects.iter().map(|object| VmSummary::from_object(kind, object)).collect())
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! vmruntime-gate: an admission webhook and operator tooling for the VM runtime's `VMRuntime`.
+#![forbid(unsafe_code)]
+
+pub mod admission;
+pub mod certs;
+pub mod cli;
+pub mod cluster;
+pub mod commands;
+pub mod resources;
+pub mod server;
+pub mod telemetry;

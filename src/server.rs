@@ -1,0 +1,109 @@
+//! The HTTPS admission server and the plain-HTTP health server.
+
+pub mod health;
+pub mod routes;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Serves `router` over TLS on `listener` until `shutdown` is cancelled, then waits up to
+/// `drain_timeout` for connections in flight to finish.
+pub async fn serve_tls(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    router: Router,
+    shutdown: CancellationToken,
+    drain_timeout: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    warn!(%error, "Accepting a TCP connection failed");
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls = match acceptor.accept(stream).await {
+                Ok(tls) => tls,
+                Err(error) => {
+                    debug!(%error, %peer, "TLS handshake failed");
+                    return;
+                }
+            };
+            let service = TowerToHyperService::new(router);
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection(TokioIo::new(tls), service);
+            if let Err(error) = watcher.watch(connection.into_owned()).await {
+                debug!(%error, %peer, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drain(graceful, drain_timeout).await;
+}
+
+/// Serves `router` over plain HTTP until `shutdown` is cancelled.
+pub async fn serve_plain(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+async fn drain(graceful: GracefulShutdown, timeout: Duration) {
+    let in_flight = graceful.count();
+    info!(connections = in_flight, "Stopped accepting; draining connections");
+    if tokio::time::timeout(timeout, graceful.shutdown()).await.is_err() {
+        warn!(timeout_seconds = timeout.as_secs_f64(), "Connections still open after the drain timeout; closing them");
+    }
+}
+
+/// Binds a TCP listener, naming the address and the fix when it fails.
+pub async fn bind(address: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address).await.map_err(|error| {
+        anyhow::anyhow!(
+            "cannot listen on {address} ({flag}): {error}; pick a free port or stop the process that uses it"
+        )
+    })
+}
+
+/// Cancels `token` on SIGTERM or Ctrl-C.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(error) => {
+                    warn!(%error, "Cannot listen for SIGTERM; only Ctrl-C stops the server gracefully");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => info!("Received Ctrl-C; shutting down"),
+            () = terminate => info!("Received SIGTERM; shutting down"),
+        }
+        token.cancel();
+    });
+}
+
+/// Shared state of the admission routes.
+pub type SharedView = Arc<std::sync::RwLock<crate::cluster::ClusterView>>;

@@ -1,0 +1,117 @@
+//! HTTP handlers of `POST /mutate` and `POST /validate`.
+//!
+//! A body that is not an AdmissionReview gets HTTP 400, a body over the limit 413, and a
+//! Content-Type other than JSON 415, each with a one-line reason. Every decodable review gets
+//! HTTP 200 with an AdmissionReview response, and one log line.
+
+use std::time::Instant;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Router, body::Bytes};
+use tracing::{info, warn};
+
+use super::SharedView;
+use crate::admission::{self, Endpoint, Settings};
+
+/// State shared by the admission handlers.
+#[derive(Clone)]
+pub struct AdmissionState {
+    pub view: SharedView,
+    pub settings: Settings,
+    pub max_body_bytes: usize,
+}
+
+pub fn router(state: AdmissionState) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/mutate", post(mutate))
+        .route("/validate", post(validate))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn mutate(state: State<AdmissionState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    handle(Endpoint::Mutate, state, headers, body)
+}
+
+async fn validate(state: State<AdmissionState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    handle(Endpoint::Validate, state, headers, body)
+}
+
+fn handle(
+    endpoint: Endpoint,
+    State(state): State<AdmissionState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let endpoint_name = endpoint.as_str();
+
+    if !is_json(&headers) {
+        let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("none");
+        let reason = format!("unsupported Content-Type {content_type:?}; send the AdmissionReview as application/json");
+        warn!(endpoint = endpoint_name, %reason, "Rejected request");
+        return plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, reason);
+    }
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let reason = format!(
+                "request body is larger than {} bytes; raise --max-body-bytes if such reviews are expected",
+                state.max_body_bytes
+            );
+            warn!(endpoint = endpoint_name, %reason, "Rejected request");
+            return plain(StatusCode::PAYLOAD_TOO_LARGE, reason);
+        }
+        Err(rejection) => {
+            let reason = format!("cannot read request body: {}", rejection.body_text());
+            warn!(endpoint = endpoint_name, %reason, "Rejected request");
+            return plain(rejection.status(), reason);
+        }
+    };
+
+    let outcome = {
+        // A poisoned lock still holds a consistent view: writers replace whole entries.
+        let view = state.view.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        admission::review(endpoint, &body, &view, state.settings)
+    };
+    match outcome {
+        Ok(outcome) => {
+            info!(
+                endpoint = endpoint_name,
+                uid = %outcome.uid,
+                kind = %outcome.kind,
+                namespace = %outcome.namespace,
+                name = %outcome.name,
+                operation = outcome.operation,
+                dry_run = outcome.dry_run,
+                allowed = outcome.allowed,
+                result = outcome.result,
+                reason = %outcome.message,
+                latency_us = started.elapsed().as_micros() as u64,
+                "Admission decision"
+            );
+            ([(header::CONTENT_TYPE, "application/json")], outcome.to_json()).into_response()
+        }
+        Err(error) => {
+            warn!(endpoint = endpoint_name, %error, "Rejected request");
+            plain(StatusCode::BAD_REQUEST, error.to_string())
+        }
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()) else {
+        return false;
+    };
+    let media_type = value.split(';').next().unwrap_or_default().trim();
+    media_type.eq_ignore_ascii_case("application/json")
+}
+
+fn plain(status: StatusCode, reason: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{reason}\n")).into_response()
+}
