@@ -26,7 +26,7 @@ pub enum Command {
     /// Generate a CA and a serving certificate, and print the base64 caBundle.
     Certs(CertsArgs),
     /// Print the CustomResourceDefinitions of the gate's resources as YAML.
-    Crds,
+    Crds(CrdsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -55,7 +55,7 @@ pub struct WebhookArgs {
     /// Largest accepted request body, in bytes; larger bodies get HTTP 413.
     #[arg(long, value_name = "BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
-    /// Longest wait for requests in flight after SIGTERM, such as 30s or 500ms.
+    /// Maximum wait for requests in flight after SIGTERM, such as 30s or 500ms.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
     /// Log line format.
@@ -84,6 +84,14 @@ pub struct ReviewArgs {
     /// AdmissionReview JSON file, or - for standard input.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct CrdsArgs {
+    /// Print the VM runtime's own VirtualMachine and VirtualMachineDisk CRDs instead, for test
+    /// clusters that have no VM runtime installed.
+    #[arg(long)]
+    pub vm_runtime_kinds: bool,
 }
 
 #[derive(Debug, Args)]

@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         }
         Command::Review(args) => return commands::review::run(&args),
         Command::Certs(args) => commands::certs::run(&args),
-        Command::Crds => commands::crds::run(),
+        Command::Crds(args) => commands::crds::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,7 +19,7 @@ pub const GROUP: &str = "vm.cluster.gke.io";
 /// API group of KubeVirt.
 pub const KUBEVIRT_GROUP: &str = "kubevirt.io";
 
-/// Namespace that holds the preflight checks and the gate's own workloads.
+/// Namespace that contains the preflight checks and the gate's own workloads.
 pub const SYSTEM_NAMESPACE: &str = "vm-system";
 
 /// The CRDs that the gate owns, with `spec` optional and defaulted to `{}` by the API server,

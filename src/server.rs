@@ -83,23 +83,25 @@ pub async fn bind(address: SocketAddr, flag: &str) -> anyhow::Result<TcpListener
     })
 }
 
-/// Cancels `token` on SIGTERM or Ctrl-C.
+/// Cancels `token` on SIGTERM or Ctrl-C. The SIGTERM handler is installed before this returns,
+/// so a signal sent right after start-up is not lost.
 pub fn cancel_on_signal(token: CancellationToken) {
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    if let Err(error) = &terminate {
+        warn!(%error, "Cannot listen for SIGTERM; only Ctrl-C stops the server gracefully");
+    }
     tokio::spawn(async move {
-        let terminate = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        let terminated = async {
+            match terminate {
                 Ok(mut signal) => {
                     signal.recv().await;
                 }
-                Err(error) => {
-                    warn!(%error, "Cannot listen for SIGTERM; only Ctrl-C stops the server gracefully");
-                    std::future::pending::<()>().await;
-                }
+                Err(_) => std::future::pending::<()>().await,
             }
         };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => info!("Received Ctrl-C; shutting down"),
-            () = terminate => info!("Received SIGTERM; shutting down"),
+            () = terminated => info!("Received SIGTERM; shutting down"),
         }
         token.cancel();
     });

@@ -64,7 +64,7 @@ impl Decision {
         self
     }
 
-    /// A short word for logs and metrics: allowed, patched or denied.
+    /// Returns the result for logs and metrics: allowed, patched or denied.
     pub fn result_label(&self) -> &'static str {
         match (self.allowed, self.patch.0.is_empty()) {
             (false, _) => "denied",

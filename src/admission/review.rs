@@ -51,7 +51,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// The AdmissionReview response as JSON, with `response.patch` as a base64 string, the
+    /// Returns the AdmissionReview response as JSON, with `response.patch` as a base64 string, the
     /// encoding of a byte field in the Kubernetes API. kube serializes it as an array of numbers.
     pub fn to_value(&self) -> Value {
         // An AdmissionReview of strings, numbers and maps always serializes.

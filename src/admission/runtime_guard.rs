@@ -154,10 +154,10 @@ fn guard(view: &ClusterView, forced: bool, action: Action) -> Decision {
 
     let running = vms.iter().filter(|vm| vm.is_running()).count();
     let mut message = format!(
-        "{} VMRuntime {VMRUNTIME_NAME} refused: {count} {} {} ({running} running): ",
+        "cannot {} VMRuntime {VMRUNTIME_NAME}: {count} {} {} ({running} running): ",
         match action {
-            Action::Disable => "disabling",
-            Action::Delete => "deleting enabled",
+            Action::Disable => "disable",
+            Action::Delete => "delete enabled",
         },
         plural(count, "VM", "VMs"),
         plural(count, "exists", "exist"),
@@ -356,7 +356,7 @@ mod tests {
                 runtime_review("DELETE", Value::Null, mk_runtime(json!(true), Some("false"))),
                 false,
                 403,
-                vec!["deleting enabled VMRuntime", "before deleting"],
+                vec!["cannot delete enabled VMRuntime", "before deleting"],
             ),
             (
                 "delete enabled forced",

@@ -8,7 +8,7 @@ use crate::resources::preflight_check::{CheckResult, PreflightCheckStatus, VMRun
 use crate::resources::vmruntime::FORCE_DISABLE_ANNOTATION;
 use crate::resources::{SYSTEM_NAMESPACE, VMRuntime, VMRuntimePreflightCheck, VMRuntimeSpec};
 
-/// An `admission.k8s.io/v1` AdmissionReview for `group`/`kind` with the given objects.
+/// Builds an `admission.k8s.io/v1` AdmissionReview for `group`/`kind` with the given objects.
 pub fn mk_review(group: &str, kind: &str, operation: &str, object: Value, old_object: Value) -> Value {
     let name = object
         .pointer("/metadata/name")
@@ -33,7 +33,7 @@ pub fn mk_review(group: &str, kind: &str, operation: &str, object: Value, old_ob
     })
 }
 
-/// A VMRuntime object named `vmruntime` with the given `spec.enabled` and force-disable annotation.
+/// Builds a VMRuntime object named `vmruntime` with the given `spec.enabled` and force-disable annotation.
 pub fn mk_runtime(enabled: Value, force: Option<&str>) -> Value {
     let mut object = json!({
         "apiVersion": "vm.cluster.gke.io/v1",
@@ -52,7 +52,7 @@ pub fn run(endpoint: Endpoint, review_json: &Value, view: &ClusterView) -> Outco
     review(endpoint, &body, view, Settings::default()).expect("review decodes")
 }
 
-/// The response of an outcome as JSON.
+/// Returns the `response` object of an outcome as JSON.
 pub fn response(outcome: &Outcome) -> Value {
     outcome.to_value()["response"].clone()
 }
@@ -67,7 +67,7 @@ pub fn mk_vm(kind: VmKind, namespace: &str, name: &str, state: &str) -> VmSummar
     }
 }
 
-/// A loaded view with an optional runtime and the given VMs.
+/// Builds a loaded view with an optional runtime and the given VMs.
 pub fn mk_view(runtime_enabled: Option<bool>, vms: Vec<VmSummary>) -> ClusterView {
     let mut view = ClusterView::new();
     if let Some(enabled) = runtime_enabled {
@@ -83,7 +83,7 @@ pub fn mk_view(runtime_enabled: Option<bool>, vms: Vec<VmSummary>) -> ClusterVie
     view
 }
 
-/// A preflight check; `failed_nodes` lists (node, check, message) results that failed.
+/// Builds a preflight check whose `failed_nodes` entries are failed (node, check, message) results.
 pub fn mk_check(
     name: &str,
     created: &str,

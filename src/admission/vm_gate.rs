@@ -18,43 +18,43 @@ pub fn decide(kind: VmKind, view: &ClusterView) -> Decision {
     if !view.is_loaded() {
         return Decision::not_loaded();
     }
-    let refused = format!("creating a {kind} refused");
+    let cannot_create = format!("cannot create {kind}");
 
     let Some(runtime) = view.runtime() else {
         return Decision::forbidden(format!(
-            "{refused}: VMRuntime {VMRUNTIME_NAME} not found, so the VM runtime is not enabled; \
+            "{cannot_create}: VMRuntime {VMRUNTIME_NAME} not found, so the VM runtime is not enabled; \
              create it with spec.enabled: true, or run `vmruntime-gate enable`"
         ));
     };
     if !runtime.enabled {
         return Decision::forbidden(format!(
-            "{refused}: the VM runtime is disabled (VMRuntime {VMRUNTIME_NAME} has spec.enabled false); \
+            "{cannot_create}: the VM runtime is disabled (VMRuntime {VMRUNTIME_NAME} has spec.enabled false); \
              run `vmruntime-gate enable` or `kubectl patch vmruntime {VMRUNTIME_NAME} --type merge -p \
              '{{\"spec\":{{\"enabled\":true}}}}'`, then wait for the preflight check to pass"
         ));
     }
     if runtime.disabling {
         return Decision::forbidden(format!(
-            "{refused}: the VM runtime is being disabled; wait until VMRuntime {VMRUNTIME_NAME} is disabled, \
+            "{cannot_create}: the VM runtime is being disabled; wait until VMRuntime {VMRUNTIME_NAME} is disabled, \
              then enable it again"
         ));
     }
 
     let Some(check) = view.latest_check() else {
         return Decision::forbidden(format!(
-            "{refused}: no preflight check has run in namespace {SYSTEM_NAMESPACE}; start one with \
+            "{cannot_create}: no preflight check has run in namespace {SYSTEM_NAMESPACE}; start one with \
              `vmruntime-gate check --wait` and retry when it passes"
         ));
     };
     match &check.outcome {
         CheckOutcome::Passed => Decision::allow(),
         CheckOutcome::Running => Decision::forbidden(format!(
-            "{refused}: the latest preflight check {} is still running; retry when it completes \
+            "{cannot_create}: the latest preflight check {} is still running; retry when it completes \
              (kubectl get vmruntimepfc -n {SYSTEM_NAMESPACE} {})",
             check.name, check.name
         )),
         CheckOutcome::Failed(failures) => {
-            Decision::forbidden(format!("{refused}: {}", describe_failure(&check.name, failures)))
+            Decision::forbidden(format!("{cannot_create}: {}", describe_failure(&check.name, failures)))
         }
     }
 }

@@ -63,7 +63,7 @@ pub struct CheckResult {
     pub check_name: String,
     /// False when the check failed. A passed result whose message starts with `warning:` is a warning.
     pub passed: bool,
-    /// What was examined and, on failure, how to fix it.
+    /// Path examined and, on failure, the fix.
     #[serde(default)]
     pub message: String,
 }

@@ -1,4 +1,4 @@
-//! Plain-HTTP health endpoints: `/healthz` answers while the process runs, `/readyz` once the
+//! Plain-HTTP health endpoints: `/healthz` returns 200 while the process runs, `/readyz` once the
 //! cluster view is loaded.
 
 use axum::Router;
