@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Runs every check and test of the project: formatting, clippy, and cargo test.
+# Runs every check and test of the project: formatting, clippy, and cargo test, including the
+# end-to-end tests against a real etcd and kube-apiserver that scripts/control-plane.sh provides.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+eval "$(bash scripts/control-plane.sh)"
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked

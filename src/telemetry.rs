@@ -1,11 +1,14 @@
-//! Log setup: `tracing` lines in text or JSON, filtered by `RUST_LOG` (default `info`).
+//! Log setup: `tracing` lines in text or JSON, filtered by `RUST_LOG`.
 
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
 
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // kube's client logs every failed request at error level; the watch loop logs the same failures
+    // once with the kind they belong to, so the default filter leaves the client's lines out.
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube_client::client::builder=off"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -14,7 +14,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use serde::de::DeserializeOwned;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::view::{ClusterView, VmKind, VmSummary};
 use crate::resources::{SYSTEM_NAMESPACE, VMRuntime, VMRuntimePreflightCheck};
@@ -128,6 +128,7 @@ where
     let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
     let mut initial: Vec<K> = Vec::new();
     let mut reported_missing = false;
+    let mut last_error = String::new();
 
     while let Some(event) = stream.next().await {
         let change = match event {
@@ -139,7 +140,14 @@ where
                 initial.push(object);
                 continue;
             }
-            Ok(Event::InitDone) => Change::Replaced(std::mem::take(&mut initial)),
+            Ok(Event::InitDone) => {
+                if !last_error.is_empty() || reported_missing {
+                    info!(kind = %label, "Watch synced");
+                }
+                last_error.clear();
+                reported_missing = false;
+                Change::Replaced(std::mem::take(&mut initial))
+            }
             Ok(Event::Apply(object)) => Change::Applied(object),
             Ok(Event::Delete(object)) => Change::Deleted(object),
             Err(error) if is_not_found(&error) => {
@@ -150,7 +158,14 @@ where
                 Change::Replaced(Vec::new())
             }
             Err(error) => {
-                warn!(kind = %label, %error, "Watch failed; retrying with backoff");
+                // The watcher retries with backoff; repeats of the same error are logged at debug level.
+                let message = error.to_string();
+                if message == last_error {
+                    debug!(kind = %label, error = %message, "Watch failed again; retrying with backoff");
+                } else {
+                    warn!(kind = %label, error = %message, "Watch failed; retrying with backoff");
+                    last_error = message;
+                }
                 continue;
             }
         };
@@ -175,7 +190,8 @@ where
 fn is_not_found(error: &watcher::Error) -> bool {
     match error {
         watcher::Error::InitialListFailed(kube::Error::Api(status))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.is_not_found(),
+        // A missing CRD gives a plain "404 page not found", which has no Status reason, so the code decides.
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.code == 404,
         _ => false,
     }
 }

@@ -106,6 +106,12 @@ impl Webhook {
         None
     }
 
+    /// Returns the last `count` log lines, one per line.
+    pub fn log_tail(&self, count: usize) -> String {
+        let logs = self.logs.lock().unwrap();
+        logs[logs.len().saturating_sub(count)..].join("\n")
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -256,3 +262,5 @@ pub fn check(name: &str, created: &str, pass: Option<bool>, failure: Option<&str
     }
     text
 }
+
+pub mod control_plane;
