@@ -26,9 +26,13 @@ pub enum CertsError {
     )]
     InvalidName(String),
     #[error("generating the certificate failed: {0}")]
-    Generate(#[from] rcgen::Error),
-    #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Generate(rcgen::Error),
+    #[error("cannot write {path}: {error}")]
+    Write { path: PathBuf, error: std::io::Error },
+    #[error(
+        "{0} exists; pass --overwrite to replace the CA and keys (clusters must then get the new caBundle), or use another --out"
+    )]
+    Exists(PathBuf),
 }
 
 /// A generated CA certificate and a serving certificate and key signed by it, in PEM.
@@ -49,6 +53,12 @@ impl Bundle {
 pub const CA_FILE: &str = "ca.crt";
 pub const CERT_FILE: &str = "tls.crt";
 pub const KEY_FILE: &str = "tls.key";
+
+impl From<rcgen::Error> for CertsError {
+    fn from(error: rcgen::Error) -> Self {
+        CertsError::Generate(error)
+    }
+}
 
 /// Generates a new CA and a serving certificate for the given DNS names and IP addresses.
 pub fn generate(dns_names: &[String], ips: &[IpAddr]) -> Result<Bundle, CertsError> {
@@ -102,8 +112,17 @@ fn is_dns_name(name: &str) -> bool {
 }
 
 /// Writes `ca.crt`, `tls.crt` and `tls.key` (mode 0600) into `folder`, creating it when missing.
-pub fn write(folder: &Path, bundle: &Bundle) -> Result<(), CertsError> {
-    std::fs::create_dir_all(folder).map_err(|source| CertsError::Write { path: folder.to_owned(), source })?;
+/// Existing files are replaced only when `overwrite` is true.
+pub fn write(folder: &Path, bundle: &Bundle, overwrite: bool) -> Result<(), CertsError> {
+    if !overwrite {
+        for name in [CA_FILE, CERT_FILE, KEY_FILE] {
+            let path = folder.join(name);
+            if path.exists() {
+                return Err(CertsError::Exists(path));
+            }
+        }
+    }
+    std::fs::create_dir_all(folder).map_err(|error| CertsError::Write { path: folder.to_owned(), error })?;
     write_file(&folder.join(CA_FILE), &bundle.ca_pem, 0o644)?;
     write_file(&folder.join(CERT_FILE), &bundle.cert_pem, 0o644)?;
     write_file(&folder.join(KEY_FILE), &bundle.key_pem, 0o600)
@@ -111,7 +130,7 @@ pub fn write(folder: &Path, bundle: &Bundle) -> Result<(), CertsError> {
 
 fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), CertsError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let error = |source| CertsError::Write { path: path.to_owned(), source };
+    let error = |error| CertsError::Write { path: path.to_owned(), error };
     let mut file =
         std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(mode).open(path).map_err(error)?;
     file.write_all(contents.as_bytes()).map_err(error)
@@ -147,9 +166,19 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let folder = tempfile::tempdir().unwrap();
         let bundle = generate(&["localhost".to_owned()], &["127.0.0.1".parse().unwrap()]).unwrap();
-        write(folder.path(), &bundle).unwrap();
+        write(folder.path(), &bundle, false).unwrap();
         let mode = std::fs::metadata(folder.path().join(KEY_FILE)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(bundle.ca_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    }
+
+    #[test]
+    fn write_keeps_existing_files() {
+        let folder = tempfile::tempdir().unwrap();
+        let bundle = generate(&["localhost".to_owned()], &[]).unwrap();
+        write(folder.path(), &bundle, false).unwrap();
+        let error = write(folder.path(), &bundle, false).unwrap_err().to_string();
+        assert!(error.contains("--overwrite"), "{error}");
+        write(folder.path(), &bundle, true).unwrap();
     }
 }

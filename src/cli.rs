@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::admission::Endpoint;
 use crate::resources::ImageFormat;
 
-/// Admission webhook, preflight reconciler and operator commands for the VM runtime.
+/// Admission webhook that defaults and guards the VM runtime's VMRuntime and gates VM creation.
 #[derive(Debug, Parser)]
 #[command(name = "vmruntime-gate", version, about)]
 pub struct Cli {
@@ -35,11 +35,11 @@ pub struct WebhookArgs {
     /// health on 127.0.0.1:8080, and read the cluster state from manifests/examples/cluster.
     #[arg(long)]
     pub dev: bool,
-    /// Address of the HTTPS admission endpoints [default: 0.0.0.0:8443, or 127.0.0.1:8443 with --dev].
-    #[arg(long, value_name = "ADDR")]
+    /// IP:PORT of the HTTPS admission endpoints [default: 0.0.0.0:8443, or 127.0.0.1:8443 with --dev].
+    #[arg(long, value_name = "ADDR", value_parser = parse_socket_address)]
     pub listen: Option<SocketAddr>,
-    /// Address of the plain-HTTP /healthz and /readyz endpoints [default: 0.0.0.0:8080, or 127.0.0.1:8080 with --dev].
-    #[arg(long, value_name = "ADDR")]
+    /// IP:PORT of the plain-HTTP /healthz and /readyz endpoints [default: 0.0.0.0:8080, or 127.0.0.1:8080 with --dev].
+    #[arg(long, value_name = "ADDR", value_parser = parse_socket_address)]
     pub health_listen: Option<SocketAddr>,
     /// PEM certificate chain served to clients (leaf first).
     #[arg(long, value_name = "FILE", required_unless_present = "dev")]
@@ -52,8 +52,8 @@ pub struct WebhookArgs {
     pub cluster_state: Option<PathBuf>,
     #[command(flatten)]
     pub decision: DecisionArgs,
-    /// Largest accepted request body, in bytes; larger bodies get HTTP 413.
-    #[arg(long, value_name = "BYTES", default_value_t = 8 * 1024 * 1024)]
+    /// Largest accepted request body in bytes, optionally with a KiB or MiB suffix; larger bodies get HTTP 413.
+    #[arg(long, value_name = "BYTES", default_value = "8MiB", value_parser = parse_byte_size)]
     pub max_body_bytes: usize,
     /// Maximum wait for requests in flight after SIGTERM, such as 30s or 500ms.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
@@ -105,6 +105,9 @@ pub struct CertsArgs {
     /// IP address for the serving certificate; repeatable.
     #[arg(long = "ip", value_name = "ADDR", num_args = 1..)]
     pub ips: Vec<IpAddr>,
+    /// Replace existing files in --out. Clusters that trust the old CA must get the new caBundle.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -115,6 +118,29 @@ pub enum LogFormat {
 
 fn parse_image_format(value: &str) -> Result<ImageFormat, String> {
     value.parse()
+}
+
+fn parse_socket_address(value: &str) -> Result<SocketAddr, String> {
+    value.parse().map_err(|_| {
+        format!("invalid address {value:?}: use IP:PORT, such as 127.0.0.1:8443, 0.0.0.0:8443 or [::]:8443")
+    })
+}
+
+/// Parses a byte count, optionally with a `KiB` or `MiB` suffix.
+pub fn parse_byte_size(value: &str) -> Result<usize, String> {
+    let invalid = || format!("invalid size {value:?}: use a number of bytes, such as 8388608, 512KiB or 8MiB");
+    let (number, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
+        Some(split) => value.split_at(split),
+        None => (value, ""),
+    };
+    let number: usize = number.parse().map_err(|_| invalid())?;
+    let factor = match unit {
+        "" => 1,
+        "KiB" => 1024,
+        "MiB" => 1024 * 1024,
+        _ => return Err(invalid()),
+    };
+    number.checked_mul(factor).filter(|bytes| *bytes > 0).ok_or_else(invalid)
 }
 
 /// Parses a duration with a unit: `ms`, `s`, `m` or `h`.
@@ -144,6 +170,22 @@ mod tests {
         assert!(parse_duration("30").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("3d").is_err());
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_byte_size("8388608"), Ok(8_388_608));
+        assert_eq!(parse_byte_size("512KiB"), Ok(524_288));
+        assert_eq!(parse_byte_size("8MiB"), Ok(8_388_608));
+        assert!(parse_byte_size("8MB").is_err());
+        assert!(parse_byte_size("0").is_err());
+        assert!(parse_byte_size("MiB").is_err());
+    }
+
+    #[test]
+    fn socket_address_error_shows_form() {
+        let error = parse_socket_address("localhost:9501").unwrap_err();
+        assert!(error.contains("\"localhost:9501\"") && error.contains("IP:PORT"), "{error}");
     }
 
     #[test]

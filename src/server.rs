@@ -77,9 +77,17 @@ async fn drain(graceful: GracefulShutdown, timeout: Duration) {
 /// Binds a TCP listener, naming the address and the fix when it fails.
 pub async fn bind(address: SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(address).await.map_err(|error| {
-        anyhow::anyhow!(
-            "cannot listen on {address} ({flag}): {error}; pick a free port or stop the process that uses it"
-        )
+        let fix = match error.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "the port is in use; pick a free port (--listen and --health-listen need different ports)"
+            }
+            std::io::ErrorKind::AddrNotAvailable => {
+                "the address is not on this machine; use 0.0.0.0, 127.0.0.1 or an address of this host"
+            }
+            std::io::ErrorKind::PermissionDenied => "ports below 1024 need privileges; pick a port of 1024 or more",
+            _ => "check the address",
+        };
+        anyhow::anyhow!("cannot listen on {address} ({flag}): {error}; {fix}")
     })
 }
 

@@ -249,7 +249,7 @@ async fn reference_walkthrough_through_apiserver() {
     })
     .await;
     assert!(error.contains("default/web-0 (VirtualMachine.vm.cluster.gke.io"), "{error}");
-    assert!(error.contains("vmruntime-gate disable --force"), "{error}");
+    assert!(error.contains("kubectl patch vmruntime vmruntime --type merge"), "{error}");
     let forced = format!(r#"{{"metadata":{{"annotations":{{"{FORCE}":"true"}}}},"spec":{{"enabled":false}}}}"#);
     let output = control_plane.kubectl_ok(&["patch", "vmruntime", "vmruntime", "--type", "merge", "-p", &forced], None);
     assert!(output.contains("patched"), "{output}");

@@ -116,7 +116,7 @@ async fn validate_runtime_cases() {
             "default/web-0 (VirtualMachine.vm.cluster.gke.io, Running)",
             "ci/build-runner (VirtualMachine.kubevirt.io, Stopped)",
             "delete these VMs",
-            "vmruntime-gate disable --force",
+            "kubectl patch vmruntime vmruntime --type merge",
             FORCE,
         ] {
             assert!(message.contains(text), "{text:?} missing from {message}");
@@ -197,7 +197,7 @@ async fn vm_gate_cases() {
             "disabled",
             vec![RUNTIME_DISABLED.to_owned(), check("a", NEW, Some(true), None)],
             false,
-            vec!["disabled", "vmruntime-gate enable"],
+            vec!["disabled", "kubectl patch vmruntime vmruntime"],
         ),
         ("no check", vec![RUNTIME_ENABLED.to_owned()], false, vec!["no preflight check has run"]),
         (

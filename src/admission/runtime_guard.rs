@@ -168,13 +168,19 @@ fn guard(view: &ClusterView, forced: bool, action: Action) -> Decision {
         let _ = write!(message, " and {} more", count - MAX_LISTED_VMS);
     }
     let force_hint = match action {
-        Action::Disable => format!("set annotation {FORCE_DISABLE_ANNOTATION}: \"true\" in the same update"),
-        Action::Delete => format!("set annotation {FORCE_DISABLE_ANNOTATION}: \"true\" before deleting"),
+        Action::Disable => format!(
+            "set annotation {FORCE_DISABLE_ANNOTATION}: \"true\" in the same update, for example \
+             kubectl patch vmruntime {VMRUNTIME_NAME} --type merge -p \
+             '{{\"metadata\":{{\"annotations\":{{\"{FORCE_DISABLE_ANNOTATION}\":\"true\"}}}},\"spec\":{{\"enabled\":false}}}}'"
+        ),
+        Action::Delete => format!(
+            "set annotation {FORCE_DISABLE_ANNOTATION}: \"true\" before deleting, for example \
+             kubectl annotate vmruntime {VMRUNTIME_NAME} {FORCE_DISABLE_ANNOTATION}=true --overwrite"
+        ),
     };
     let _ = write!(
         message,
-        ". Either delete these VMs first, or force it, which deletes the VMs and their disks: {force_hint}, \
-         or run `vmruntime-gate disable --force`"
+        ". Either delete these VMs first, or force it, which deletes the VMs and their disks: {force_hint}"
     );
     Decision::forbidden(message)
 }
@@ -291,7 +297,7 @@ mod tests {
                     "ci/runner (VirtualMachineInstance.kubevirt.io, Stopped)",
                     "delete these VMs",
                     "vmrumtime-force-disable: \"true\"",
-                    "vmruntime-gate disable --force",
+                    "kubectl patch vmruntime vmruntime --type merge",
                 ],
             ),
             (
@@ -356,7 +362,7 @@ mod tests {
                 runtime_review("DELETE", Value::Null, mk_runtime(json!(true), Some("false"))),
                 false,
                 403,
-                vec!["cannot delete enabled VMRuntime", "before deleting"],
+                vec!["cannot delete enabled VMRuntime", "before deleting", "kubectl annotate vmruntime vmruntime"],
             ),
             (
                 "delete enabled forced",

@@ -23,14 +23,14 @@ pub fn decide(kind: VmKind, view: &ClusterView) -> Decision {
     let Some(runtime) = view.runtime() else {
         return Decision::forbidden(format!(
             "{cannot_create}: VMRuntime {VMRUNTIME_NAME} not found, so the VM runtime is not enabled; \
-             create it with spec.enabled: true, or run `vmruntime-gate enable`"
+             create VMRuntime {VMRUNTIME_NAME} with spec.enabled: true"
         ));
     };
     if !runtime.enabled {
         return Decision::forbidden(format!(
             "{cannot_create}: the VM runtime is disabled (VMRuntime {VMRUNTIME_NAME} has spec.enabled false); \
-             run `vmruntime-gate enable` or `kubectl patch vmruntime {VMRUNTIME_NAME} --type merge -p \
-             '{{\"spec\":{{\"enabled\":true}}}}'`, then wait for the preflight check to pass"
+             enable it with kubectl patch vmruntime {VMRUNTIME_NAME} --type merge -p \
+             '{{\"spec\":{{\"enabled\":true}}}}', then wait for the preflight check to pass"
         ));
     }
     if runtime.disabling {
@@ -42,8 +42,8 @@ pub fn decide(kind: VmKind, view: &ClusterView) -> Decision {
 
     let Some(check) = view.latest_check() else {
         return Decision::forbidden(format!(
-            "{cannot_create}: no preflight check has run in namespace {SYSTEM_NAMESPACE}; start one with \
-             `vmruntime-gate check --wait` and retry when it passes"
+            "{cannot_create}: no preflight check has run in namespace {SYSTEM_NAMESPACE}; start one by \
+             creating a VMRuntimePreflightCheck there (its spec is empty) and retry when it passes"
         ));
     };
     match &check.outcome {
@@ -68,7 +68,7 @@ fn describe_failure(check: &str, failures: &[NodeFailure]) -> String {
     }
     message.push_str(
         ". Fix these nodes (or set spec.useEmulation: true, or label a node kubevm.io/VM-SkipSchedule to leave it out), \
-         then run a new check with `vmruntime-gate check --wait`",
+         then start a new check by creating a VMRuntimePreflightCheck in namespace vm-system",
     );
     message
 }
@@ -132,19 +132,19 @@ mod tests {
                 "no runtime",
                 with_checks(None, std::slice::from_ref(&passed)),
                 false,
-                vec!["VMRuntime vmruntime not found", "vmruntime-gate enable"],
+                vec!["VMRuntime vmruntime not found", "spec.enabled: true"],
             ),
             (
                 "runtime disabled",
                 with_checks(Some(false), std::slice::from_ref(&passed)),
                 false,
-                vec!["disabled", "vmruntime-gate enable"],
+                vec!["disabled", "kubectl patch vmruntime vmruntime"],
             ),
             (
                 "no check",
                 with_checks(Some(true), &[]),
                 false,
-                vec!["no preflight check has run", "vmruntime-gate check"],
+                vec!["no preflight check has run", "creating a VMRuntimePreflightCheck"],
             ),
             (
                 "check running",
@@ -160,7 +160,7 @@ mod tests {
                     "check-b failed on 2 node(s)",
                     "worker-1 (KVM: /dev/kvm not found)",
                     "worker-2 (CPU: no vmx or svm flag)",
-                    "vmruntime-gate check",
+                    "start a new check",
                 ],
             ),
             ("latest passed older failed", with_checks(Some(true), &[failed_old, passed]), true, vec![]),

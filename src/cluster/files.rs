@@ -17,13 +17,19 @@ use crate::resources::{GROUP, VMRuntime, VMRuntimePreflightCheck};
 
 /// Kinds accepted in cluster state files, as `apiVersion kind`.
 const SUPPORTED_KINDS: &str = "vm.cluster.gke.io/v1 VMRuntime, VMRuntimePreflightCheck, VirtualMachine, \
-     VirtualMachineDisk; kubevirt.io/v1 VirtualMachine, VirtualMachineInstance; v1 Node; v1 List";
+     VirtualMachineDisk; kubevirt.io/v1 or kubevirt.io/v1alpha3 VirtualMachine, VirtualMachineInstance; \
+     v1 Node; v1 List";
+
+/// Returns true for the API versions that the cluster state files accept per group.
+fn is_supported_version(api_version: &str) -> bool {
+    matches!(api_version, "v1" | "vm.cluster.gke.io/v1" | "kubevirt.io/v1" | "kubevirt.io/v1alpha3")
+}
 
 /// Failure to load cluster state files. Every variant names the file and, where it helps, the document.
 #[derive(Debug, Error)]
 pub enum LoadError {
-    #[error("cannot read cluster state {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read cluster state {path}: {error}; check the --cluster-state path")]
+    Read { path: PathBuf, error: std::io::Error },
     #[error("cluster state folder {path} has no .yaml, .yml or .json files; add files or pass another --cluster-state")]
     Empty { path: PathBuf },
     #[error("{path}: invalid {format}: {message}")]
@@ -39,7 +45,8 @@ pub fn load(path: &Path) -> Result<ClusterView, LoadError> {
     let files = collect_files(path)?;
     let mut loader = Loader::default();
     for file in &files {
-        let text = std::fs::read_to_string(file).map_err(|source| LoadError::Read { path: file.clone(), source })?;
+        let text =
+            std::fs::read_to_string(file).map_err(|source| LoadError::Read { path: file.clone(), error: source })?;
         for (index, document) in parse_documents(file, &text)?.into_iter().enumerate() {
             loader.add(file, index + 1, document)?;
         }
@@ -50,16 +57,18 @@ pub fn load(path: &Path) -> Result<ClusterView, LoadError> {
 }
 
 fn collect_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
-    let metadata = std::fs::metadata(path).map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
+    let metadata =
+        std::fs::metadata(path).map_err(|source| LoadError::Read { path: path.to_owned(), error: source })?;
     if metadata.is_file() {
         return Ok(vec![path.to_owned()]);
     }
     let mut files = Vec::new();
     let mut folders = vec![path.to_owned()];
     while let Some(folder) = folders.pop() {
-        let entries = std::fs::read_dir(&folder).map_err(|source| LoadError::Read { path: folder.clone(), source })?;
+        let entries =
+            std::fs::read_dir(&folder).map_err(|source| LoadError::Read { path: folder.clone(), error: source })?;
         for entry in entries {
-            let entry = entry.map_err(|source| LoadError::Read { path: folder.clone(), source })?;
+            let entry = entry.map_err(|source| LoadError::Read { path: folder.clone(), error: source })?;
             let entry_path = entry.path();
             if entry_path.is_dir() {
                 folders.push(entry_path);
@@ -119,6 +128,12 @@ impl Loader {
         }
         let group = api_version.rsplit_once('/').map_or("", |(group, _)| group).to_owned();
 
+        if !is_supported_version(&api_version) {
+            return Err(invalid(format!(
+                "apiVersion {api_version} of kind {kind} is not supported; supported: {SUPPORTED_KINDS}"
+            )));
+        }
+
         if group.is_empty() && kind == "List" {
             let items = fields.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
             for item in items {
@@ -127,7 +142,7 @@ impl Loader {
             return Ok(());
         }
 
-        let object: DynamicObject = decode(value.clone()).map_err(&invalid)?;
+        let object: DynamicObject = decode(value.clone()).map_err(|error| invalid(format!("{kind}: {error}")))?;
         let name = object.metadata.name.clone().unwrap_or_default();
         if name.is_empty() {
             return Err(invalid(format!("{kind} has no metadata.name; every object needs one")));
@@ -154,9 +169,15 @@ impl Loader {
             return Ok(());
         }
         match (group.as_str(), kind.as_str()) {
-            (GROUP, "VMRuntime") => self.view.apply_runtime(&decode_custom::<VMRuntime>(value).map_err(&invalid)?),
+            (GROUP, "VMRuntime") => {
+                let runtime =
+                    decode_custom::<VMRuntime>(value).map_err(|error| invalid(format!("{kind} {name}: {error}")))?;
+                self.view.apply_runtime(&runtime);
+            }
             (GROUP, "VMRuntimePreflightCheck") => {
-                self.view.apply_check(&decode_custom::<VMRuntimePreflightCheck>(value).map_err(&invalid)?)
+                let check = decode_custom::<VMRuntimePreflightCheck>(value)
+                    .map_err(|error| invalid(format!("{kind} {name}: {error}")))?;
+                self.view.apply_check(&check);
             }
             (GROUP, "VirtualMachineDisk") => {}
             ("", "Node") => {
@@ -173,8 +194,16 @@ impl Loader {
     }
 }
 
+/// Decodes an object, naming the path of the field that does not fit, such as `spec.enabled`.
 fn decode<T: DeserializeOwned>(value: Value) -> Result<T, String> {
-    serde_json::from_value(value).map_err(|error| format!("invalid object: {error}"))
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        if path == "." {
+            format!("invalid object: {}", error.inner())
+        } else {
+            format!("invalid field {path}: {}", error.inner())
+        }
+    })
 }
 
 /// Decodes a custom resource of the gate, with a missing or null `spec` read as `{}`, as the
@@ -283,6 +312,29 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(error.contains("invalid object"), "{error}");
+        assert!(error.contains("VMRuntime vmruntime: invalid field spec.enabled"), "{error}");
+    }
+
+    #[test]
+    fn bad_timestamp_names_field() {
+        let error = load_text(
+            "a.yaml",
+            "apiVersion: vm.cluster.gke.io/v1\nkind: VMRuntimePreflightCheck\n\
+             metadata: {name: c, namespace: vm-system, creationTimestamp: yesterday}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("metadata.creationTimestamp"), "{error}");
+    }
+
+    #[test]
+    fn unsupported_version_rejected() {
+        let error = load_text(
+            "a.yaml",
+            "apiVersion: vm.cluster.gke.io/v2\nkind: VirtualMachine\nmetadata: {name: x, namespace: d}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("apiVersion vm.cluster.gke.io/v2"), "{error}");
     }
 }

@@ -5,7 +5,7 @@ use crate::cli::CertsArgs;
 
 pub fn run(args: &CertsArgs) -> anyhow::Result<()> {
     let bundle = certs::generate(&args.dns_names, &args.ips)?;
-    certs::write(&args.out, &bundle)?;
+    certs::write(&args.out, &bundle, args.overwrite)?;
     eprintln!(
         "wrote {dir}/{ca}, {dir}/{cert} and {dir}/{key}; the caBundle follows",
         dir = args.out.display(),

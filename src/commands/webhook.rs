@@ -40,9 +40,34 @@ fn resolve(args: &WebhookArgs) -> anyhow::Result<Resolved> {
     };
     if args.dev {
         resolved.cluster_state.get_or_insert_with(|| PathBuf::from(DEV_CLUSTER_STATE));
-        ensure_dev_certificates(&resolved)?;
     }
     Ok(resolved)
+}
+
+/// Loads the cluster state files, explaining the `--dev` default when it is missing.
+fn load_files(path: &Path, args: &WebhookArgs) -> anyhow::Result<ClusterView> {
+    let uses_dev_default = args.dev && args.cluster_state.is_none();
+    let view = files::load(path).with_context(|| {
+        if uses_dev_default {
+            format!("--dev reads {DEV_CLUSTER_STATE}: run it from the repository root, or pass --cluster-state DIR")
+        } else {
+            format!("cannot load --cluster-state {}", path.display())
+        }
+    })?;
+    let runtime = match view.runtime() {
+        Some(runtime) if runtime.enabled => "enabled",
+        Some(_) => "disabled",
+        None => "missing",
+    };
+    info!(
+        path = %path.display(),
+        runtime,
+        vms = view.vm_count(),
+        preflight_checks = view.check_count(),
+        nodes = view.node_count(),
+        "Loaded cluster state from files"
+    );
+    Ok(view)
 }
 
 /// Creates the development CA and serving certificate unless the files exist.
@@ -51,34 +76,17 @@ fn ensure_dev_certificates(resolved: &Resolved) -> anyhow::Result<()> {
         return Ok(());
     }
     let bundle = certs::generate(&["localhost".to_owned()], &["127.0.0.1".parse()?])?;
-    certs::write(Path::new(DEV_CERTS), &bundle)?;
+    certs::write(Path::new(DEV_CERTS), &bundle, true)?;
     info!(folder = DEV_CERTS, "Created a development CA and serving certificate for localhost and 127.0.0.1");
     Ok(())
 }
 
 pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     let resolved = resolve(&args)?;
-    let acceptor = TlsAcceptor::from(tls::server_config(&resolved.cert_file, &resolved.key_file)?);
 
+    // The state is loaded before --dev writes certificates, so a wrong folder leaves no files behind.
     let view: SharedView = match &resolved.cluster_state {
-        Some(path) => {
-            let view = files::load(path).with_context(|| {
-                if args.dev {
-                    "run --dev from the repository root, or pass --cluster-state".to_owned()
-                } else {
-                    String::new()
-                }
-            })?;
-            info!(
-                path = %path.display(),
-                runtime = view.runtime().is_some(),
-                vms = view.vm_count(),
-                preflight_checks = view.check_count(),
-                nodes = view.node_count(),
-                "Loaded cluster state from files"
-            );
-            Arc::new(RwLock::new(view))
-        }
+        Some(path) => Arc::new(RwLock::new(load_files(path, &args)?)),
         None => {
             let client = kube::Client::try_default().await.context(
                 "cannot connect to the API server from the kubeconfig or in-cluster settings; \
@@ -90,6 +98,11 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
             view
         }
     };
+
+    if args.dev {
+        ensure_dev_certificates(&resolved)?;
+    }
+    let acceptor = TlsAcceptor::from(tls::server_config(&resolved.cert_file, &resolved.key_file)?);
 
     let state = routes::AdmissionState {
         view: view.clone(),
@@ -106,7 +119,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     let health = tokio::spawn(server::serve_plain(health_listener, health::router(view), shutdown.clone()));
 
     info!(%listen, %health_listen, "Serving admission webhook");
-    if args.dev {
+    if args.dev && args.cluster_state.is_none() {
         print_dev_hint(listen, &resolved);
     }
     server::serve_tls(admission_listener, acceptor, routes::router(state), shutdown, args.shutdown_timeout).await;

@@ -17,7 +17,9 @@ pub enum TlsError {
     NoCertificate { path: String },
     #[error("cannot read private key file {path}: {message}; pass a PEM private key with --tls-key-file")]
     Key { path: String, message: String },
-    #[error("certificate {cert} and key {key} do not form a usable pair: {source}")]
+    #[error(
+        "certificate {cert} and key {key} cannot be used together ({source}); pass the key that belongs to the certificate"
+    )]
     Pair { cert: String, key: String, source: rustls::Error },
 }
 
