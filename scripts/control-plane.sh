@@ -21,6 +21,14 @@ cache_root="${XDG_CACHE_HOME:-$HOME/.cache}/vmruntime-gate"
 # Changes whenever the build recipe changes, so that a binary built the old way is not reused.
 recipe="go-reflect2-1.0.2"
 apt_updated=""
+build_dir=""
+
+remove_build_dir() {
+  if [[ -n "$build_dir" ]]; then
+    rm -rf "$build_dir"
+  fi
+}
+trap remove_build_dir EXIT
 
 apt_install() {
   if [[ $(id -u) -ne 0 ]]; then
@@ -92,9 +100,8 @@ SOURCES
     return
   fi
 
-  local work
-  work=$(mktemp -d)
-  trap 'rm -rf "$work"' EXIT
+  build_dir=$(mktemp -d)
+  local work=$build_dir
   log "downloading the kubernetes $version source package"
   (cd "$work" && apt-get source -q "kubernetes=$version" >&2) || fail "apt-get source kubernetes=$version failed"
   local tree
