@@ -27,6 +27,10 @@ pub enum Command {
     Certs(CertsArgs),
     /// Print the CustomResourceDefinitions of the gate's resources as YAML.
     Crds(CrdsArgs),
+    /// Run preflight checks and forced disables; replicas elect a leader with a Lease.
+    Controller(ControllerArgs),
+    /// Check this node's host for VM support and report into preflight checks.
+    Agent(AgentArgs),
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +88,35 @@ pub struct ReviewArgs {
     /// AdmissionReview JSON file, or - for standard input.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// Time each node's agent has to report, counted from the start of a check, such as 120s.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+    pub node_timeout: Duration,
+    /// Lease duration: another replica takes over at most this long after the leader stops, such as 15s.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+    /// Identity of this replica in the Lease and in Events [default: POD_NAME, or the host name and process id].
+    #[arg(long, value_name = "NAME", env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Name of the Node this agent checks.
+    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
+    pub node_name: String,
+    /// Folder where the host's / is mounted (read-only in the DaemonSet).
+    #[arg(long, value_name = "DIR", default_value = "/mnt")]
+    pub host_root: PathBuf,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Args)]

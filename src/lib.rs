@@ -2,10 +2,13 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod agent;
 pub mod certs;
 pub mod cli;
 pub mod cluster;
 pub mod commands;
+pub mod controller;
+pub mod preflight;
 pub mod resources;
 pub mod server;
 pub mod telemetry;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vmruntime_gate::cli::{Cli, Command};
-use vmruntime_gate::{commands, telemetry};
+use vmruntime_gate::{agent, commands, controller, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -13,9 +13,18 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Webhook(args) => {
             telemetry::init(args.log_format);
-            tokio::runtime::Runtime::new()
-                .map_err(anyhow::Error::from)
-                .and_then(|runtime| runtime.block_on(commands::webhook::run(args)))
+            block_on(commands::webhook::run(args))
+        }
+        Command::Controller(args) => {
+            telemetry::init(args.log_format);
+            let identity = args.identity.clone().unwrap_or_else(default_identity);
+            let settings =
+                controller::Settings { node_timeout: args.node_timeout, identity, lease_duration: args.lease_duration };
+            block_on(controller::run(settings))
+        }
+        Command::Agent(args) => {
+            telemetry::init(args.log_format);
+            block_on(agent::run(agent::Settings { node_name: args.node_name, host_root: args.host_root }))
         }
         Command::Review(args) => return commands::review::run(&args),
         Command::Certs(args) => commands::certs::run(&args),
@@ -45,4 +54,14 @@ fn error_chain(error: &anyhow::Error) -> String {
         message.push_str(&text);
     }
     message
+}
+
+fn block_on(future: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|runtime| runtime.block_on(future))
+}
+
+/// Returns `HOSTNAME-PID`, unique per process on a host, for replicas started without POD_NAME.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim(), std::process::id())
 }

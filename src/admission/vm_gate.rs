@@ -60,6 +60,12 @@ pub fn decide(kind: VmKind, view: &ClusterView) -> Decision {
 }
 
 fn describe_failure(check: &str, failures: &[NodeFailure]) -> String {
+    if failures.is_empty() {
+        return format!(
+            "the latest preflight check {check} failed without a failed node, because no node was eligible; \
+             remove the kubevm.io/VM-SkipSchedule label from the nodes that should run VMs"
+        );
+    }
     let mut message = format!("the latest preflight check {check} failed on {} node(s): ", failures.len());
     let nodes: Vec<String> = failures.iter().take(MAX_LISTED_NODES).map(describe_node).collect();
     message.push_str(&nodes.join("; "));

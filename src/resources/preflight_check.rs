@@ -33,6 +33,9 @@ pub struct PreflightCheckStatus {
     /// Time the controller started the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
+    /// Nodes the run waits for: every node without the `kubevm.io/VM-SkipSchedule` label when it started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub eligible_nodes: Vec<String>,
     /// Time the controller recorded the overall result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,

@@ -264,3 +264,50 @@ pub fn check(name: &str, created: &str, pass: Option<bool>, failure: Option<&str
 }
 
 pub mod control_plane;
+pub mod e2e;
+
+/// A background process of the product, such as the controller or an agent, killed on drop.
+/// Its standard error goes to a log file that a failing test prints.
+pub struct Daemon {
+    pub name: String,
+    child: Option<Child>,
+    log: PathBuf,
+    _folder: tempfile::TempDir,
+}
+
+impl Daemon {
+    pub fn spawn(name: &str, mut command: Command) -> Daemon {
+        let folder = tempfile::tempdir().unwrap();
+        let log = folder.path().join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = command.stdout(Stdio::null()).stderr(file).spawn().unwrap();
+        Daemon { name: name.to_owned(), child: Some(child), log, _folder: folder }
+    }
+
+    /// Kills the process at once with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let text = self.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!(
+                "--- last lines of the {} log ---\n{}",
+                self.name,
+                lines[lines.len().saturating_sub(25)..].join("\n")
+            );
+        }
+        self.kill();
+    }
+}

@@ -1,0 +1,289 @@
+//! The VMRuntime loop: starts preflight checks when their inputs change, carries out forced
+//! disables, and keeps the VMRuntime status in line with the latest check.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ApiResource, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{DynamicObject, GroupVersionKind};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use super::checks::{self, CheckStore};
+use super::{Context, status};
+use crate::cluster::VmKind;
+use crate::preflight::trigger::{self, FINGERPRINT_ANNOTATION, Fingerprint};
+use crate::preflight::{self, CHECK_NAME_PREFIX};
+use crate::resources::vmruntime::{FORCE_DISABLE_ANNOTATION, VMRUNTIME_NAME};
+use crate::resources::{GROUP, SYSTEM_NAMESPACE, VMRuntime, VMRuntimePreflightCheck, VMRuntimePreflightCheckSpec};
+
+/// Longest time between two evaluations when nothing changes.
+const RESYNC: Duration = Duration::from_secs(5);
+/// Wait after a change, so that a burst of watch events leads to one evaluation.
+const DEBOUNCE: Duration = Duration::from_millis(300);
+/// Wait between two rounds of a forced disable while VMs are still being deleted.
+const DELETE_POLL: Duration = Duration::from_secs(1);
+
+pub async fn run(context: Arc<Context>, checks: CheckStore, node_changes: Arc<Notify>) {
+    let changes = node_changes.clone();
+    let api = Api::<VMRuntime>::all(context.client.clone());
+    let _runtime_watch = AbortOnDrop(tokio::spawn(async move {
+        let mut stream = watcher(api, watcher::Config::default()).default_backoff().touched_objects().boxed();
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => changes.notify_one(),
+                Err(error) => warn!(%error, "VMRuntime watch failed; retrying with backoff"),
+            }
+        }
+    }));
+    if checks.wait_until_ready().await.is_err() {
+        warn!("Preflight check store closed before it was ready");
+        return;
+    }
+
+    // The fingerprint written last, which the watch may not have delivered yet.
+    let mut recorded: Option<Fingerprint> = None;
+    loop {
+        let next = match evaluate(&context, &checks, &mut recorded).await {
+            Ok(next) => next,
+            Err(error) => {
+                warn!(%error, "Evaluating VMRuntime {VMRUNTIME_NAME} failed; retrying");
+                RESYNC
+            }
+        };
+        tokio::select! {
+            () = node_changes.notified() => tokio::time::sleep(DEBOUNCE).await,
+            () = tokio::time::sleep(next) => {}
+        }
+    }
+}
+
+/// Aborts a task when dropped, so the watch stops with the loop that owns it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Evaluates the VMRuntime once and returns when to look again at the latest.
+async fn evaluate(
+    context: &Context,
+    checks: &CheckStore,
+    recorded: &mut Option<Fingerprint>,
+) -> kube::Result<Duration> {
+    let api = Api::<VMRuntime>::all(context.client.clone());
+    let Some(runtime) = api.get_opt(VMRUNTIME_NAME).await? else {
+        return Ok(RESYNC);
+    };
+    let enabled = runtime.spec.enabled == Some(true);
+    let forced = runtime.annotations().get(FORCE_DISABLE_ANNOTATION).is_some_and(|value| value == "true");
+
+    if !enabled && forced {
+        return forced_disable(context, checks, &runtime).await;
+    }
+
+    let current = fingerprint(&runtime, context);
+    let annotated: Option<Fingerprint> =
+        runtime.annotations().get(FINGERPRINT_ANNOTATION).and_then(|text| serde_json::from_str(text).ok());
+    let previous = recorded.clone().or(annotated.clone());
+    if let Some(reason) = trigger::reason(previous.as_ref(), &current) {
+        create_check(context, &runtime, &reason).await?;
+    }
+    if annotated.as_ref() != Some(&current) {
+        let text = serde_json::to_string(&current).unwrap_or_default();
+        let patch = json!({"metadata": {"annotations": {FINGERPRINT_ANNOTATION: text}}});
+        api.patch(VMRUNTIME_NAME, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    }
+    *recorded = Some(current);
+
+    write_status(context, checks, &runtime, false).await?;
+    Ok(RESYNC)
+}
+
+fn fingerprint(runtime: &VMRuntime, context: &Context) -> Fingerprint {
+    let nodes = context
+        .nodes
+        .state()
+        .iter()
+        .filter(|node| preflight::is_eligible(node.metadata.labels.as_ref()))
+        .map(|node| {
+            let version = node
+                .status
+                .as_ref()
+                .and_then(|status| status.node_info.as_ref())
+                .map(|info| info.kubelet_version.clone())
+                .unwrap_or_default();
+            (node.name_any(), version)
+        })
+        .collect();
+    Fingerprint {
+        enabled: runtime.spec.enabled == Some(true),
+        use_emulation: runtime.spec.use_emulation == Some(true),
+        nodes,
+    }
+}
+
+async fn create_check(context: &Context, runtime: &VMRuntime, reason: &trigger::Reason) -> kube::Result<()> {
+    let api = Api::<VMRuntimePreflightCheck>::namespaced(context.client.clone(), SYSTEM_NAMESPACE);
+    let name = format!("{CHECK_NAME_PREFIX}{}", uuid::Uuid::new_v4());
+    let mut check = VMRuntimePreflightCheck::new(&name, VMRuntimePreflightCheckSpec {});
+    check.metadata.namespace = Some(SYSTEM_NAMESPACE.to_owned());
+    check.metadata.annotations = Some([("vm.cluster.gke.io/preflight-reason".to_owned(), reason.to_string())].into());
+    let created = api.create(&PostParams::default(), &check).await?;
+    info!(check = %name, %reason, "Created preflight check");
+    // The event belongs to the namespaced check: API servers before 1.22 reject events.k8s.io
+    // Events about cluster-scoped objects such as the VMRuntime.
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Created".to_owned(),
+        note: Some(format!("created because {reason}")),
+        action: "PreflightCheck".to_owned(),
+        secondary: Some(runtime.object_ref(&())),
+    };
+    if let Err(error) = context.recorder.publish(&event, &created.object_ref(&())).await {
+        warn!(%error, check = %name, "Publishing an event failed");
+    }
+    Ok(())
+}
+
+/// Brings the VMRuntime status in line with the latest check. Called by both loops.
+pub async fn sync_status(context: &Context, checks: &CheckStore) {
+    let api = Api::<VMRuntime>::all(context.client.clone());
+    let result = match api.get_opt(VMRUNTIME_NAME).await {
+        Ok(Some(runtime)) => {
+            let forced = runtime.annotations().get(FORCE_DISABLE_ANNOTATION).is_some_and(|value| value == "true");
+            let disabling = runtime.spec.enabled != Some(true) && forced;
+            write_status(context, checks, &runtime, disabling).await
+        }
+        Ok(None) => Ok(()),
+        Err(error) => Err(error),
+    };
+    if let Err(error) = result {
+        warn!(%error, "Updating the status of VMRuntime {VMRUNTIME_NAME} failed");
+    }
+}
+
+async fn write_status(
+    context: &Context,
+    checks: &CheckStore,
+    runtime: &VMRuntime,
+    disabling: bool,
+) -> kube::Result<()> {
+    let latest = checks::latest(checks);
+    let desired = status::desired(runtime, latest.as_deref(), disabling, &Time(Timestamp::now()));
+    if runtime.status.as_ref() == Some(&desired) {
+        return Ok(());
+    }
+    let api = Api::<VMRuntime>::all(context.client.clone());
+    api.patch_status(VMRUNTIME_NAME, &PatchParams::default(), &Patch::Merge(&json!({"status": desired}))).await?;
+    Ok(())
+}
+
+/// Deletes every VM and the disks its spec names, then resets the force-disable annotation.
+/// Each round works from what the API server lists, so a restart midway finishes the job.
+async fn forced_disable(context: &Context, checks: &CheckStore, runtime: &VMRuntime) -> kube::Result<Duration> {
+    write_status(context, checks, runtime, true).await?;
+
+    let mut remaining = 0usize;
+    for kind in VmKind::ALL {
+        let gvk = GroupVersionKind::gvk(kind.group(), "v1", kind.kind());
+        let api = Api::<DynamicObject>::all_with(
+            context.client.clone(),
+            &ApiResource::from_gvk_with_plural(&gvk, kind.plural()),
+        );
+        let vms = match api.list(&ListParams::default()).await {
+            Ok(list) => list.items,
+            Err(kube::Error::Api(status)) if status.code == 404 => continue,
+            Err(error) => return Err(error),
+        };
+        for vm in vms {
+            remaining += 1;
+            let namespace = vm.namespace().unwrap_or_default();
+            if kind == VmKind::RuntimeVirtualMachine {
+                remaining += delete_disks(context, &namespace, &vm).await?;
+            }
+            if vm.metadata.deletion_timestamp.is_none() {
+                let namespaced = Api::<DynamicObject>::namespaced_with(
+                    context.client.clone(),
+                    &namespace,
+                    &ApiResource::from_gvk_with_plural(&gvk, kind.plural()),
+                );
+                match namespaced.delete(&vm.name_any(), &DeleteParams::background()).await {
+                    Ok(_) => {
+                        info!(vm = %format!("{namespace}/{}", vm.name_any()), %kind, "Deleted VM for the forced disable")
+                    }
+                    Err(kube::Error::Api(status)) if status.code == 404 => {}
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+    }
+    if remaining > 0 {
+        info!(remaining, "Waiting for VMs and disks to be deleted");
+        return Ok(DELETE_POLL);
+    }
+
+    let api = Api::<VMRuntime>::all(context.client.clone());
+    let patch = json!({"metadata": {"annotations": {FORCE_DISABLE_ANNOTATION: "false"}}});
+    let runtime = api.patch(VMRUNTIME_NAME, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    write_status(context, checks, &runtime, false).await?;
+    info!("Forced disable finished: every VM is deleted and the runtime is disabled");
+    publish(
+        context,
+        &runtime,
+        EventType::Normal,
+        "Disabled",
+        "deleted every VM and its disks; the runtime is disabled".to_owned(),
+    )
+    .await;
+    Ok(RESYNC)
+}
+
+/// Deletes the VirtualMachineDisks that a VM's spec names and returns how many still exist.
+async fn delete_disks(context: &Context, namespace: &str, vm: &DynamicObject) -> kube::Result<usize> {
+    let gvk = GroupVersionKind::gvk(GROUP, "v1", "VirtualMachineDisk");
+    let api = Api::<DynamicObject>::namespaced_with(
+        context.client.clone(),
+        namespace,
+        &ApiResource::from_gvk_with_plural(&gvk, "virtualmachinedisks"),
+    );
+    let names: Vec<String> = vm
+        .data
+        .pointer("/spec/disks")
+        .and_then(|disks| disks.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|disk| disk.get("virtualMachineDiskName").and_then(|name| name.as_str()).map(str::to_owned))
+        .collect();
+    let mut remaining = 0;
+    for name in names {
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(either) => {
+                if either.is_left() {
+                    remaining += 1;
+                }
+                info!(disk = %format!("{namespace}/{name}"), "Deleted VirtualMachineDisk for the forced disable");
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(remaining)
+}
+
+async fn publish(context: &Context, runtime: &VMRuntime, type_: EventType, reason: &str, note: String) {
+    let event =
+        Event { type_, reason: reason.to_owned(), note: Some(note), action: "VMRuntime".to_owned(), secondary: None };
+    if let Err(error) = context.recorder.publish(&event, &runtime.object_ref(&())).await {
+        warn!(%error, reason, "Publishing an event failed");
+    }
+}

@@ -1,0 +1,150 @@
+//! Shared steps of the end-to-end tests: CRDs, the live-mode webhook and its configurations.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+
+use super::control_plane::ControlPlane;
+use super::{Tls, Webhook, binary, client};
+
+fn repository() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Webhook configurations that send VMRuntime changes and VM creations to `port` on 127.0.0.1.
+pub fn webhook_configurations(port: u16, ca_file: &Path) -> String {
+    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(std::fs::read(ca_file).unwrap());
+    let client = |path: &str| format!("url: https://127.0.0.1:{port}/{path}\n      caBundle: {ca_bundle}");
+    format!(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata:
+  name: vmruntime-gate
+webhooks:
+  - name: defaults.vmruntime-gate.vm.cluster.gke.io
+    admissionReviewVersions: [v1, v1beta1]
+    sideEffects: None
+    failurePolicy: Fail
+    timeoutSeconds: 5
+    clientConfig:
+      {mutate}
+    rules:
+      - {{apiGroups: [vm.cluster.gke.io], apiVersions: ["*"], operations: [CREATE, UPDATE], resources: [vmruntimes], scope: Cluster}}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata:
+  name: vmruntime-gate
+webhooks:
+  - name: vmruntime.vmruntime-gate.vm.cluster.gke.io
+    admissionReviewVersions: [v1, v1beta1]
+    sideEffects: None
+    failurePolicy: Fail
+    timeoutSeconds: 5
+    clientConfig:
+      {validate}
+    rules:
+      - {{apiGroups: [vm.cluster.gke.io], apiVersions: ["*"], operations: [CREATE, UPDATE, DELETE], resources: [vmruntimes], scope: Cluster}}
+  - name: vms.vmruntime-gate.vm.cluster.gke.io
+    admissionReviewVersions: [v1, v1beta1]
+    sideEffects: None
+    failurePolicy: Fail
+    timeoutSeconds: 5
+    clientConfig:
+      {validate}
+    rules:
+      - {{apiGroups: [vm.cluster.gke.io], apiVersions: ["*"], operations: [CREATE], resources: [virtualmachines], scope: Namespaced}}
+      - {{apiGroups: [kubevirt.io], apiVersions: ["*"], operations: [CREATE], resources: [virtualmachines, virtualmachineinstances], scope: Namespaced}}
+"#,
+        mutate = client("mutate"),
+        validate = client("validate"),
+    )
+}
+
+/// Starts the webhook in live mode against the control plane's kubeconfig.
+pub fn start_live_webhook(control_plane: &ControlPlane) -> Webhook {
+    let certs = tempfile::tempdir().unwrap();
+    let status = Command::new(binary())
+        .args(["certs", "--out"])
+        .arg(certs.path())
+        .args(["--dns-name", "localhost", "--ip", "127.0.0.1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut command = Command::new(binary());
+    command
+        .env("KUBECONFIG", &control_plane.kubeconfig)
+        .args(["webhook", "--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--tls-cert-file")
+        .arg(certs.path().join("tls.crt"))
+        .arg("--tls-key-file")
+        .arg(certs.path().join("tls.key"));
+    let ca_file = certs.path().join("ca.crt");
+    Webhook::spawn(command, ca_file, certs)
+}
+
+pub async fn readyz(webhook: &Webhook) -> u16 {
+    let client = client(&webhook.ca_file, Tls::V13);
+    client.get(format!("http://{}/readyz", webhook.health)).send().await.unwrap().status().as_u16()
+}
+
+pub async fn wait_ready(webhook: &Webhook) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while readyz(webhook).await != 200 {
+        assert!(Instant::now() < deadline, "webhook /readyz not ready; last log lines:\n{}", webhook.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Retries `action` until it returns `Ok`, for changes that reach the webhook through a watch.
+/// On timeout, the panic shows the last error.
+pub async fn eventually(what: &str, mut action: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match action() {
+            Ok(()) => return,
+            Err(error) if Instant::now() > deadline => panic!("timed out waiting until {what}; last error: {error}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Runs kubectl and returns `Ok` with standard error when `expected_success` matches its result.
+pub fn kubectl_result(
+    control_plane: &ControlPlane,
+    args: &[&str],
+    input: Option<&str>,
+    expected_success: bool,
+) -> Result<String, String> {
+    let output = control_plane.kubectl_with_input(args, input);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if output.status.success() == expected_success {
+        Ok(stderr)
+    } else {
+        Err(format!("kubectl {args:?}: {}{stderr}", String::from_utf8_lossy(&output.stdout)))
+    }
+}
+
+pub fn install_crds(control_plane: &ControlPlane) {
+    let manifests = repository().join("manifests");
+    control_plane.kubectl_ok(&["apply", "-f", manifests.join("namespace.yaml").to_str().unwrap()], None);
+    control_plane.kubectl_ok(&["apply", "-f", manifests.join("crds/crds.yaml").to_str().unwrap()], None);
+    let test_crds = repository().join("tests/fixtures/crds/vm-runtime-kinds.yaml");
+    control_plane.kubectl_ok(&["apply", "-f", test_crds.to_str().unwrap()], None);
+    control_plane.kubectl_ok(
+        &[
+            "wait",
+            "--for=condition=established",
+            "--timeout=60s",
+            "crd/vmruntimes.vm.cluster.gke.io",
+            "crd/vmruntimepreflightchecks.vm.cluster.gke.io",
+            "crd/virtualmachines.vm.cluster.gke.io",
+            "crd/virtualmachinedisks.vm.cluster.gke.io",
+        ],
+        None,
+    );
+}
