@@ -109,3 +109,39 @@ async fn report(
         .with_context(|| format!("cannot write the result of node {} into check {check}", settings.node_name))?;
     Ok(passed)
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+    use crate::resources::preflight_check::{NodeResult, PreflightCheckStatus, VMRuntimePreflightCheckSpec};
+
+    fn check(started: bool, pass: Option<bool>, eligible: &[&str], reported: &[&str]) -> VMRuntimePreflightCheck {
+        let mut check = VMRuntimePreflightCheck::new("c", VMRuntimePreflightCheckSpec {});
+        check.status = Some(PreflightCheckStatus {
+            pass,
+            start_time: started.then(|| Time("2026-12-01T00:00:00Z".parse().unwrap())),
+            eligible_nodes: eligible.iter().map(|node| (*node).to_owned()).collect(),
+            checks: reported.iter().map(|node| ((*node).to_owned(), NodeResult::default())).collect(),
+            ..Default::default()
+        });
+        check
+    }
+
+    #[test]
+    fn waits_for_cases() {
+        let cases = [
+            ("waiting", check(true, None, &["a", "b"], &["b"]), true),
+            ("not started", check(false, None, &["a"], &[]), false),
+            ("complete", check(true, Some(false), &["a"], &[]), false),
+            ("not eligible", check(true, None, &["b"], &[]), false),
+            ("already reported", check(true, None, &["a"], &["a"]), false),
+        ];
+        for (case, check, expected) in cases {
+            assert_eq!(waits_for(&check, "a"), expected, "{case}");
+        }
+        let no_status = VMRuntimePreflightCheck::new("c", VMRuntimePreflightCheckSpec {});
+        assert!(!waits_for(&no_status, "a"));
+    }
+}

@@ -251,12 +251,36 @@ async fn preflight_walkthrough() {
     create_check_by_hand(&control_plane, "recheck").await;
     let check = next_completed_check(&control_plane, Some("timeout-check")).await;
     assert_eq!(check["status"]["pass"], true, "{check}");
+    // A finalizer holds the VM while the leader is replaced, so the new leader finishes the job.
+    let held = GVM.replace("namespace: default}", "namespace: default, finalizers: [test.vmruntime-gate/hold]}");
     e2e::eventually("the VM is created", || {
-        e2e::kubectl_result(&control_plane, &["create", "-f", "-"], Some(GVM), true).map(drop)
+        e2e::kubectl_result(&control_plane, &["create", "-f", "-"], Some(&held), true).map(drop)
     })
     .await;
+    let _standby = controller(&control_plane, "replica-c");
     let forced = format!(r#"{{"metadata":{{"annotations":{{"{FORCE}":"true"}}}},"spec":{{"enabled":false}}}}"#);
     control_plane.kubectl_ok(&["patch", "vmruntime", "vmruntime", "--type", "merge", "-p", &forced], None);
+    wait_for("the controller deletes the VM", Duration::from_secs(30), || {
+        let vm = get_json(&control_plane, &["get", "gvm", "web-0", "-n", "default"]);
+        vm["metadata"]["deletionTimestamp"].is_string().then_some(())
+    })
+    .await;
+    let disabling = get_json(&control_plane, &["get", "vmruntime", "vmruntime"]);
+    let condition =
+        disabling["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Disabling").cloned();
+    assert_eq!(condition.unwrap()["status"], "True", "{disabling}");
+    let leader = lease_holder(&control_plane).unwrap();
+    let survivor = 1 - leader_index;
+    assert_eq!(leader, controllers[survivor].name.trim_start_matches("controller "));
+    controllers[survivor].kill();
+    wait_for("the standby replica takes the lease", Duration::from_secs(20), || {
+        lease_holder(&control_plane).filter(|holder| holder == "replica-c")
+    })
+    .await;
+    control_plane.kubectl_ok(
+        &["patch", "gvm", "web-0", "-n", "default", "--type", "merge", "-p", r#"{"metadata":{"finalizers":null}}"#],
+        None,
+    );
     let runtime = wait_for("the forced disable finishes", Duration::from_secs(60), || {
         let runtime = get_json(&control_plane, &["get", "vmruntime", "vmruntime"]);
         (runtime["metadata"]["annotations"][FORCE] == "false").then_some(runtime)

@@ -24,7 +24,7 @@ use crate::preflight::{self, CHECK_NAME_PREFIX};
 use crate::resources::vmruntime::{FORCE_DISABLE_ANNOTATION, VMRUNTIME_NAME};
 use crate::resources::{GROUP, SYSTEM_NAMESPACE, VMRuntime, VMRuntimePreflightCheck, VMRuntimePreflightCheckSpec};
 
-/// Longest time between two evaluations when nothing changes.
+/// Maximum time between two evaluations when nothing changes.
 const RESYNC: Duration = Duration::from_secs(5);
 /// Wait after a change, so that a burst of watch events leads to one evaluation.
 const DEBOUNCE: Duration = Duration::from_millis(300);

@@ -1,7 +1,7 @@
 //! Turns the node results of a running preflight check into its overall result.
 //!
 //! A check completes when every eligible node has reported, or when the node timeout has passed
-//! since `startTime`; a node that has not reported by then gets a failed `AGENT` result.
+//! since `startTime`. A node that has not reported by then gets a failed `AGENT` result.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,7 +17,7 @@ pub const AGENT: &str = "AGENT";
 /// Number of failed nodes copied into `status.failures`.
 pub const MAX_FAILURES: usize = 10;
 
-/// Where a running check stands.
+/// Progress of a running check.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Evaluation {
     /// Nodes are still reporting; look again after `remaining` at the latest.

@@ -23,7 +23,7 @@ pub struct Fingerprint {
     pub nodes: BTreeMap<String, String>,
 }
 
-/// Why a new check is due.
+/// Reason a new check is due.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reason {
     Enabled,
