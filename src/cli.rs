@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::admission::Endpoint;
 use crate::resources::ImageFormat;
 
-/// Admission webhook that defaults and guards the VM runtime's VMRuntime and gates VM creation.
+/// Admission webhook, preflight controller, node agent and operator commands for the VM runtime.
 #[derive(Debug, Parser)]
 #[command(name = "vmruntime-gate", version, about)]
 pub struct Cli {
@@ -31,6 +31,16 @@ pub enum Command {
     Controller(ControllerArgs),
     /// Check this node's host for VM support and report into preflight checks.
     Agent(AgentArgs),
+    /// Enable the VM runtime; with --wait, follow the preflight check until it is ready.
+    Enable(EnableArgs),
+    /// Disable the VM runtime; VMs block it unless --force deletes them.
+    Disable(DisableArgs),
+    /// Start a preflight check; with --wait, show progress and the result table.
+    Check(CheckArgs),
+    /// Show the runtime's state, the latest preflight check and the VM count.
+    Status(StatusArgs),
+    /// Print a shell completion script, such as `vmruntime-gate completion bash > /etc/bash_completion.d/vmruntime-gate`.
+    Completion(CompletionArgs),
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +127,78 @@ pub struct AgentArgs {
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// How the operator commands find the cluster.
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// Kubeconfig file [default: KUBECONFIG, then ~/.kube/config, then the in-cluster settings].
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EnableArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Follow the preflight check that enabling starts until the runtime is ready or the check failed.
+    #[arg(long)]
+    pub wait: bool,
+    /// Longest wait with --wait, such as 10m.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct DisableArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Delete every VM and its disks with the runtime (sets the force-disable annotation to "true").
+    #[arg(long)]
+    pub force: bool,
+    /// Confirm the deletion without a prompt when the force-disable annotation is already "true".
+    #[arg(long)]
+    pub yes: bool,
+    /// Follow the deletion until every VM is gone.
+    #[arg(long)]
+    pub wait: bool,
+    /// Longest wait with --wait, such as 10m.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Show progress until the check completes, then the result table; exit status 1 when it failed.
+    #[arg(long)]
+    pub wait: bool,
+    /// Longest wait with --wait, such as 10m.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// Shell to generate the completion script for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

@@ -44,6 +44,8 @@ pub struct Context {
     pub nodes: Store<Node>,
     pub recorder: Recorder,
     pub settings: Settings,
+    /// Creation time of the last check this replica created, which the check store may not have yet.
+    pub last_check_created: std::sync::Mutex<Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>>,
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C, or until this replica loses the leadership.
@@ -129,7 +131,13 @@ async fn lead(client: Client, settings: Settings, stop: CancellationToken) {
 
     let reporter =
         Reporter { controller: "vmruntime-gate-controller".to_owned(), instance: Some(settings.identity.clone()) };
-    let context = Arc::new(Context { recorder: Recorder::new(client.clone(), reporter), client, nodes, settings });
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client,
+        nodes,
+        settings,
+        last_check_created: std::sync::Mutex::new(None),
+    });
 
     let controller = checks::controller(&context);
     let check_store = controller.store();

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod controller;
+pub mod ctl;
 pub mod preflight;
 pub mod resources;
 pub mod server;

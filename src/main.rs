@@ -2,9 +2,10 @@
 
 use std::process::ExitCode;
 
+use clap::CommandFactory;
 use clap::Parser;
 use vmruntime_gate::cli::{Cli, Command};
-use vmruntime_gate::{agent, commands, controller, telemetry};
+use vmruntime_gate::{agent, commands, controller, ctl, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -25,6 +26,15 @@ fn main() -> ExitCode {
         Command::Agent(args) => {
             telemetry::init(args.log_format);
             block_on(agent::run(agent::Settings { node_name: args.node_name, host_root: args.host_root }))
+        }
+        Command::Enable(args) => return run_ctl(ctl::enable::run(&args)),
+        Command::Disable(args) => return run_ctl(ctl::disable::run(&args)),
+        Command::Check(args) => return run_ctl(ctl::check::run(&args)),
+        Command::Status(args) => return run_ctl(ctl::status::run(&args)),
+        Command::Completion(args) => {
+            let mut command = Cli::command();
+            clap_complete::generate(args.shell, &mut command, "vmruntime-gate", &mut std::io::stdout());
+            Ok(())
         }
         Command::Review(args) => return commands::review::run(&args),
         Command::Certs(args) => commands::certs::run(&args),
@@ -64,4 +74,22 @@ fn block_on(future: impl std::future::Future<Output = anyhow::Result<()>>) -> an
 fn default_identity() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     format!("{}-{}", host.trim(), std::process::id())
+}
+
+/// Runs an operator command and maps its error to a message and exit status.
+fn run_ctl(future: impl std::future::Future<Output = ctl::CtlResult<()>>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(future) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", error.message);
+            ExitCode::from(error.code)
+        }
+    }
 }

@@ -3,63 +3,12 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::control_plane::{Binaries, ControlPlane};
+use support::e2e::{agent, controller, get_json, wait_for};
 use support::*;
-
-fn repository() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn host(name: &str) -> PathBuf {
-    repository().join("tests/fixtures/hosts").join(name)
-}
-
-fn product(control_plane: &ControlPlane, args: &[&str]) -> Command {
-    let mut command = Command::new(binary());
-    command.env("KUBECONFIG", &control_plane.kubeconfig).env("RUST_LOG", "info").args(args);
-    command
-}
-
-fn agent(control_plane: &ControlPlane, node: &str, host_name: &str) -> Daemon {
-    let root = host(host_name);
-    Daemon::spawn(
-        &format!("agent {node}"),
-        product(control_plane, &["agent", "--node-name", node, "--host-root", root.to_str().unwrap()]),
-    )
-}
-
-fn controller(control_plane: &ControlPlane, identity: &str) -> Daemon {
-    Daemon::spawn(
-        &format!("controller {identity}"),
-        product(
-            control_plane,
-            &["controller", "--node-timeout", "6s", "--lease-duration", "4s", "--identity", identity],
-        ),
-    )
-}
-
-/// Polls `probe` until it returns `Some`, or panics with `what` after `timeout`.
-async fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-fn get_json(control_plane: &ControlPlane, args: &[&str]) -> Value {
-    let mut full = args.to_vec();
-    full.extend(["-o", "json"]);
-    serde_json::from_str(&control_plane.kubectl_ok(&full, None)).unwrap()
-}
 
 /// The newest check: latest creation timestamp, then greatest name.
 fn latest_check(control_plane: &ControlPlane) -> Option<Value> {

@@ -242,6 +242,7 @@ mod tests {
                 identity: "test".to_owned(),
                 lease_duration: Duration::from_secs(15),
             },
+            last_check_created: std::sync::Mutex::new(None),
         }
     }
 

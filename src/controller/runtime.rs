@@ -2,6 +2,7 @@
 //! disables, and keeps the VMRuntime status in line with the latest check.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -34,11 +35,20 @@ const DELETE_POLL: Duration = Duration::from_secs(1);
 pub async fn run(context: Arc<Context>, checks: CheckStore, node_changes: Arc<Notify>) {
     let changes = node_changes.clone();
     let api = Api::<VMRuntime>::all(context.client.clone());
+    // Set when any watch event shows the runtime disabled, so that a disable followed quickly by
+    // an enable, both between two evaluations, still counts as "became enabled".
+    let saw_disabled = Arc::new(AtomicBool::new(false));
+    let watch_saw_disabled = saw_disabled.clone();
     let _runtime_watch = AbortOnDrop(tokio::spawn(async move {
         let mut stream = watcher(api, watcher::Config::default()).default_backoff().touched_objects().boxed();
         while let Some(event) = stream.next().await {
             match event {
-                Ok(_) => changes.notify_one(),
+                Ok(runtime) => {
+                    if runtime.name_any() == VMRUNTIME_NAME && runtime.spec.enabled != Some(true) {
+                        watch_saw_disabled.store(true, Ordering::SeqCst);
+                    }
+                    changes.notify_one();
+                }
                 Err(error) => warn!(%error, "VMRuntime watch failed; retrying with backoff"),
             }
         }
@@ -51,7 +61,8 @@ pub async fn run(context: Arc<Context>, checks: CheckStore, node_changes: Arc<No
     // The fingerprint written last, which the watch may not have delivered yet.
     let mut recorded: Option<Fingerprint> = None;
     loop {
-        let next = match evaluate(&context, &checks, &mut recorded).await {
+        let was_disabled = saw_disabled.swap(false, Ordering::SeqCst);
+        let next = match evaluate(&context, &checks, &mut recorded, was_disabled).await {
             Ok(next) => next,
             Err(error) => {
                 warn!(%error, "Evaluating VMRuntime {VMRUNTIME_NAME} failed; retrying");
@@ -74,11 +85,13 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Evaluates the VMRuntime once and returns when to look again at the latest.
+/// Evaluates the VMRuntime once and returns when to look again at the latest. `was_disabled`
+/// says that a watch event since the last evaluation showed the runtime disabled.
 async fn evaluate(
     context: &Context,
     checks: &CheckStore,
     recorded: &mut Option<Fingerprint>,
+    was_disabled: bool,
 ) -> kube::Result<Duration> {
     let api = Api::<VMRuntime>::all(context.client.clone());
     let Some(runtime) = api.get_opt(VMRUNTIME_NAME).await? else {
@@ -94,9 +107,12 @@ async fn evaluate(
     let current = fingerprint(&runtime, context);
     let annotated: Option<Fingerprint> =
         runtime.annotations().get(FINGERPRINT_ANNOTATION).and_then(|text| serde_json::from_str(text).ok());
-    let previous = recorded.clone().or(annotated.clone());
+    let mut previous = recorded.clone().or(annotated.clone());
+    if was_disabled && let Some(previous) = previous.as_mut() {
+        previous.enabled = false;
+    }
     if let Some(reason) = trigger::reason(previous.as_ref(), &current) {
-        create_check(context, &runtime, &reason).await?;
+        create_check(context, checks, &runtime, &reason).await?;
     }
     if annotated.as_ref() != Some(&current) {
         let text = serde_json::to_string(&current).unwrap_or_default();
@@ -132,13 +148,22 @@ fn fingerprint(runtime: &VMRuntime, context: &Context) -> Fingerprint {
     }
 }
 
-async fn create_check(context: &Context, runtime: &VMRuntime, reason: &trigger::Reason) -> kube::Result<()> {
+async fn create_check(
+    context: &Context,
+    checks: &CheckStore,
+    runtime: &VMRuntime,
+    reason: &trigger::Reason,
+) -> kube::Result<()> {
+    wait_for_next_second(context, checks).await;
     let api = Api::<VMRuntimePreflightCheck>::namespaced(context.client.clone(), SYSTEM_NAMESPACE);
     let name = format!("{CHECK_NAME_PREFIX}{}", uuid::Uuid::new_v4());
     let mut check = VMRuntimePreflightCheck::new(&name, VMRuntimePreflightCheckSpec {});
     check.metadata.namespace = Some(SYSTEM_NAMESPACE.to_owned());
     check.metadata.annotations = Some([("vm.cluster.gke.io/preflight-reason".to_owned(), reason.to_string())].into());
     let created = api.create(&PostParams::default(), &check).await?;
+    if let Ok(mut last) = context.last_check_created.lock() {
+        *last = created.metadata.creation_timestamp.clone();
+    }
     info!(check = %name, %reason, "Created preflight check");
     // The event belongs to the namespaced check: API servers before 1.22 reject events.k8s.io
     // Events about cluster-scoped objects such as the VMRuntime.
@@ -153,6 +178,24 @@ async fn create_check(context: &Context, runtime: &VMRuntime, reason: &trigger::
         warn!(%error, check = %name, "Publishing an event failed");
     }
     Ok(())
+}
+
+/// Waits until the clock is past the second in which the newest known check was created.
+/// Creation timestamps have a resolution of one second and a tie goes to the greater name, so
+/// without this wait a new check created in the same second as the previous one could lose to it.
+async fn wait_for_next_second(context: &Context, checks: &CheckStore) {
+    let from_store = checks::latest(checks).and_then(|check| check.metadata.creation_timestamp.clone());
+    let from_memory = context.last_check_created.lock().ok().and_then(|created| created.clone());
+    let Some(created) = from_store.max(from_memory) else {
+        return;
+    };
+    let Ok(next_second) = Timestamp::from_second(created.0.as_second() + 1) else {
+        return;
+    };
+    let wait = next_second.duration_since(Timestamp::now());
+    if wait.is_positive() {
+        tokio::time::sleep(wait.unsigned_abs() + Duration::from_millis(20)).await;
+    }
 }
 
 /// Brings the VMRuntime status in line with the latest check. Called by both loops.
