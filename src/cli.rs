@@ -61,6 +61,12 @@ pub struct WebhookArgs {
     /// PEM private key of the serving certificate.
     #[arg(long, value_name = "FILE", required_unless_present = "dev")]
     pub tls_key_file: Option<PathBuf>,
+    /// PEM CA that client certificates must be signed by; without it, no client certificate is requested.
+    #[arg(long, value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
+    /// How often the certificate and key files are checked for new content, such as 2s.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub certificate_poll_interval: Duration,
     /// Read the cluster state from YAML or JSON files in DIR instead of watching the API server.
     #[arg(long, value_name = "DIR")]
     pub cluster_state: Option<PathBuf>,

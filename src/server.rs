@@ -58,6 +58,8 @@ pub async fn serve_tls(
             }
         });
     }
+    // Closing the listener makes new connections fail at once instead of waiting in the backlog.
+    drop(listener);
     drain(graceful, drain_timeout).await;
 }
 

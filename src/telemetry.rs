@@ -1,4 +1,6 @@
-//! Log setup: `tracing` lines in text or JSON, filtered by `RUST_LOG`.
+//! Logs (`tracing` lines in text or JSON, filtered by `RUST_LOG`) and metrics.
+
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 

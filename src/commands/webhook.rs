@@ -14,6 +14,7 @@ use crate::certs;
 use crate::cli::WebhookArgs;
 use crate::cluster::{ClusterView, files, live};
 use crate::server::{self, SharedView, health, routes, tls};
+use crate::telemetry::metrics::Metrics;
 
 /// Folder of the certificates that `--dev` creates.
 const DEV_CERTS: &str = "certs";
@@ -102,12 +103,16 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     if args.dev {
         ensure_dev_certificates(&resolved)?;
     }
-    let acceptor = TlsAcceptor::from(tls::server_config(&resolved.cert_file, &resolved.key_file)?);
+    let metrics = Arc::new(Metrics::new());
+    let certificate = tls::ReloadingCert::load(&resolved.cert_file, &resolved.key_file)?;
+    certificate.spawn_reloader(args.certificate_poll_interval, metrics.clone());
+    let acceptor = TlsAcceptor::from(tls::server_config(certificate, args.client_ca_file.as_deref())?);
 
     let state = routes::AdmissionState {
         view: view.clone(),
         settings: Settings { default_image_format: args.decision.default_image_format },
         max_body_bytes: args.max_body_bytes,
+        metrics: metrics.clone(),
     };
     let admission_listener = server::bind(resolved.listen, "--listen").await?;
     let health_listener = server::bind(resolved.health_listen, "--health-listen").await?;
@@ -116,7 +121,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     server::cancel_on_signal(shutdown.clone());
-    let health = tokio::spawn(server::serve_plain(health_listener, health::router(view), shutdown.clone()));
+    let health = tokio::spawn(server::serve_plain(health_listener, health::router(view, metrics), shutdown.clone()));
 
     info!(%listen, %health_listen, "Serving admission webhook");
     if args.dev && args.cluster_state.is_none() {

@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use super::SharedView;
 use crate::admission::{self, Endpoint, Settings};
+use crate::telemetry::metrics::Metrics;
 
 /// State shared by the admission handlers.
 #[derive(Clone)]
@@ -23,6 +24,7 @@ pub struct AdmissionState {
     pub view: SharedView,
     pub settings: Settings,
     pub max_body_bytes: usize,
+    pub metrics: std::sync::Arc<Metrics>,
 }
 
 pub fn router(state: AdmissionState) -> Router {
@@ -55,6 +57,7 @@ fn handle(
         let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("none");
         let reason = format!("unsupported Content-Type {content_type:?}; send the AdmissionReview as application/json");
         warn!(endpoint = endpoint_name, %reason, "Rejected request");
+        state.metrics.observe(endpoint_name, "", "", "415", started.elapsed().as_secs_f64());
         return plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, reason);
     }
     let body = match body {
@@ -65,6 +68,7 @@ fn handle(
                 state.max_body_bytes
             );
             warn!(endpoint = endpoint_name, %reason, "Rejected request");
+            state.metrics.observe(endpoint_name, "", "", "413", started.elapsed().as_secs_f64());
             return plain(StatusCode::PAYLOAD_TOO_LARGE, reason);
         }
         Err(rejection) => {
@@ -81,6 +85,14 @@ fn handle(
     };
     match outcome {
         Ok(outcome) => {
+            let elapsed = started.elapsed();
+            state.metrics.observe(
+                endpoint_name,
+                &outcome.kind,
+                outcome.operation,
+                outcome.result,
+                elapsed.as_secs_f64(),
+            );
             info!(
                 endpoint = endpoint_name,
                 uid = %outcome.uid,
@@ -92,13 +104,14 @@ fn handle(
                 allowed = outcome.allowed,
                 result = outcome.result,
                 reason = %outcome.message,
-                latency_us = started.elapsed().as_micros() as u64,
+                latency_us = elapsed.as_micros() as u64,
                 "Admission decision"
             );
             ([(header::CONTENT_TYPE, "application/json")], outcome.to_json()).into_response()
         }
         Err(error) => {
             warn!(endpoint = endpoint_name, %error, "Rejected request");
+            state.metrics.observe(endpoint_name, "", "", "400", started.elapsed().as_secs_f64());
             plain(StatusCode::BAD_REQUEST, error.to_string())
         }
     }
