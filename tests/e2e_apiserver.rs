@@ -4,6 +4,7 @@
 mod support;
 
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -117,10 +118,30 @@ async fn reference_walkthrough_through_apiserver() {
     let output = control_plane.kubectl_ok(&["patch", "vmruntime", "vmruntime", "--type", "merge", "-p", &forced], None);
     assert!(output.contains("patched"), "{output}");
 
-    // 5. Every manifest is valid for a real API server.
-    let output = control_plane
-        .kubectl_ok(&["apply", "--dry-run=server", "-k", repository().join("manifests").to_str().unwrap()], None);
-    assert!(output.contains("vmruntimes.vm.cluster.gke.io"), "{output}");
+    // 5. Every manifest is valid for a real API server. This server is Kubernetes 1.20, so the
+    // PodDisruptionBudget goes through an overlay that only changes its version to policy/v1beta1.
+    let for_1_20 = repository().join("tests/fixtures/kubernetes-1.20");
+    let output = control_plane.kubectl_ok(&["apply", "--dry-run=server", "-k", for_1_20.to_str().unwrap()], None);
+    for object in [
+        "vmruntimes.vm.cluster.gke.io",
+        "deployment.apps/vmruntime-gate-webhook",
+        "deployment.apps/vmruntime-gate-controller",
+        "daemonset.apps/vmruntime-gate-agent",
+        "poddisruptionbudget.policy/vmruntime-gate-webhook",
+        "service/vmruntime-gate-webhook",
+        "mutatingwebhookconfiguration.admissionregistration.k8s.io/vmruntime-gate",
+        "validatingwebhookconfiguration.admissionregistration.k8s.io/vmruntime-gate",
+        "clusterrole.rbac.authorization.k8s.io/vmruntime-gate-controller",
+    ] {
+        assert!(output.contains(object), "{object} missing from {output}");
+    }
+    let rendered = Command::new("kubectl")
+        .args(["kustomize", repository().join("manifests/overlays/cert-manager").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(rendered.status.success(), "{}", String::from_utf8_lossy(&rendered.stderr));
+    let rendered = String::from_utf8_lossy(&rendered.stdout);
+    assert_eq!(rendered.matches("cert-manager.io/inject-ca-from: vm-system/vmruntime-gate-webhook").count(), 2);
 }
 
 #[tokio::test]
@@ -158,4 +179,60 @@ async fn live_webhook_ready_only_after_sync() {
     wait_ready(&webhook).await;
     let response = admit(&https, &webhook.url("/validate"), &vm_review).await;
     assert!(response["status"]["message"].as_str().unwrap().contains("VMRuntime vmruntime not found"), "{response}");
+}
+
+#[tokio::test]
+async fn rbac_grants_only_what_each_component_needs() {
+    let Some(binaries) = Binaries::from_env() else {
+        return;
+    };
+    let mut control_plane = ControlPlane::prepare(binaries);
+    control_plane.start();
+    install_crds(&control_plane);
+    control_plane.kubectl_ok(&["apply", "-f", repository().join("manifests/base/rbac.yaml").to_str().unwrap()], None);
+
+    // (service account, kubectl auth can-i arguments, allowed)
+    let cases: &[(&str, &[&str], bool)] = &[
+        ("webhook", &["watch", "vmruntimes.vm.cluster.gke.io"], true),
+        ("webhook", &["list", "virtualmachines.vm.cluster.gke.io", "-A"], true),
+        ("webhook", &["watch", "vmruntimepreflightchecks.vm.cluster.gke.io", "-n", "vm-system"], true),
+        ("webhook", &["patch", "vmruntimes.vm.cluster.gke.io"], false),
+        ("webhook", &["get", "secrets", "-n", "vm-system"], false),
+        ("controller", &["patch", "vmruntimes.vm.cluster.gke.io", "--subresource=status"], true),
+        ("controller", &["patch", "vmruntimes.vm.cluster.gke.io"], true),
+        ("controller", &["create", "vmruntimepreflightchecks.vm.cluster.gke.io", "-n", "vm-system"], true),
+        ("controller", &["delete", "virtualmachines.vm.cluster.gke.io", "-A"], true),
+        ("controller", &["delete", "virtualmachinedisks.vm.cluster.gke.io", "-n", "default"], true),
+        ("controller", &["list", "nodes"], true),
+        ("controller", &["create", "events.events.k8s.io", "-n", "vm-system"], true),
+        ("controller", &["update", "leases.coordination.k8s.io", "-n", "vm-system"], true),
+        ("controller", &["update", "leases.coordination.k8s.io", "-n", "kube-system"], false),
+        ("controller", &["get", "secrets", "-A"], false),
+        ("controller", &["create", "pods", "--subresource=exec", "-A"], false),
+        ("controller", &["delete", "pods", "-A"], false),
+        (
+            "agent",
+            &["patch", "vmruntimepreflightchecks.vm.cluster.gke.io", "--subresource=status", "-n", "vm-system"],
+            true,
+        ),
+        ("agent", &["get", "vmruntimes.vm.cluster.gke.io"], true),
+        ("agent", &["patch", "vmruntimepreflightchecks.vm.cluster.gke.io", "-n", "vm-system"], false),
+        ("agent", &["delete", "vmruntimepreflightchecks.vm.cluster.gke.io", "-n", "vm-system"], false),
+        ("agent", &["get", "secrets", "-n", "vm-system"], false),
+        ("agent", &["create", "pods", "--subresource=exec", "-A"], false),
+    ];
+    for (account, args, allowed) in cases {
+        let user = format!("--as=system:serviceaccount:vm-system:vmruntime-gate-{account}");
+        let mut full = vec!["auth", "can-i"];
+        full.extend_from_slice(args);
+        full.push(&user);
+        let output = control_plane.kubectl(&full);
+        let answer = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        assert_eq!(
+            answer == "yes",
+            *allowed,
+            "{account} {args:?}: {answer} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }

@@ -135,7 +135,7 @@ pub fn kubectl_result(
 
 pub fn install_crds(control_plane: &ControlPlane) {
     let manifests = repository().join("manifests");
-    control_plane.kubectl_ok(&["apply", "-f", manifests.join("namespace.yaml").to_str().unwrap()], None);
+    control_plane.kubectl_ok(&["apply", "-f", manifests.join("base/namespace.yaml").to_str().unwrap()], None);
     control_plane.kubectl_ok(&["apply", "-f", manifests.join("crds/crds.yaml").to_str().unwrap()], None);
     let test_crds = repository().join("tests/fixtures/crds/vm-runtime-kinds.yaml");
     control_plane.kubectl_ok(&["apply", "-f", test_crds.to_str().unwrap()], None);
