@@ -74,7 +74,7 @@ pub async fn connect(kubeconfig: Option<&Path>) -> CtlResult<Client> {
     Ok(client)
 }
 
-/// Turns an API error into a message that says what failed, on which object, and what to do.
+/// Turns an API error into a message that names what failed, on which object, and what to do.
 pub fn api_error(action: &str, error: kube::Error) -> CtlError {
     match error {
         kube::Error::Api(status) if status.message.contains("admission webhook") => {

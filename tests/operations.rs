@@ -82,7 +82,7 @@ fn leaf_of(cert_file: &Path) -> Vec<u8> {
     CertificateDer::pem_file_iter(cert_file).unwrap().next().unwrap().unwrap().to_vec()
 }
 
-/// A client trusting several CAs, so that it accepts the serving certificate before and after a rotation.
+/// Builds a client that trusts several CAs, so that it accepts the serving certificate before and after a rotation.
 fn client_trusting(ca_files: &[&Path]) -> reqwest::Client {
     let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()

@@ -90,7 +90,7 @@ fn confirm(question: &str) -> CtlResult<bool> {
     std::io::stdin()
         .lock()
         .read_line(&mut answer)
-        .map_err(|error| CtlError::failed(format!("cannot read the answer: {error}")))?;
+        .map_err(|error| CtlError::failed(format!("cannot read the reply from standard input: {error}")))?;
     Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 

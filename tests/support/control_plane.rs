@@ -13,6 +13,8 @@ use super::binary;
 
 const FOLDER_PREFIX: &str = "vmruntime-gate-e2e-";
 const TOKEN: &str = "e2e-admin-token";
+/// Token of a user that RBAC grants nothing.
+const UNPRIVILEGED_TOKEN: &str = "e2e-nobody-token";
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Paths of the control-plane binaries, from the environment.
@@ -73,8 +75,11 @@ impl ControlPlane {
         // private keys, not as the PKCS#8 key that `certs` writes.
         let key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(certs.join("tls.key")).unwrap()).unwrap();
         std::fs::write(certs.join("service-account.pub"), key.public_key_pem()).unwrap();
-        std::fs::write(folder.path().join("tokens.csv"), format!("{TOKEN},e2e-admin,e2e-admin-uid,system:masters\n"))
-            .unwrap();
+        std::fs::write(
+            folder.path().join("tokens.csv"),
+            format!("{TOKEN},e2e-admin,e2e-admin-uid,system:masters\n{UNPRIVILEGED_TOKEN},e2e-nobody,e2e-nobody-uid\n"),
+        )
+        .unwrap();
 
         let port = free_port();
         let kubeconfig = folder.path().join("kubeconfig");
@@ -211,6 +216,14 @@ impl ControlPlane {
         let output = self.kubectl_with_input(args, input);
         assert!(!output.status.success(), "kubectl {args:?} succeeded: {}", String::from_utf8_lossy(&output.stdout));
         String::from_utf8(output.stderr).unwrap()
+    }
+
+    /// Writes a kubeconfig for a user without any RBAC permission and returns its path.
+    pub fn unprivileged_kubeconfig(&self) -> PathBuf {
+        let text = std::fs::read_to_string(&self.kubeconfig).unwrap().replace(TOKEN, UNPRIVILEGED_TOKEN);
+        let path = self.folder.path().join("kubeconfig-nobody");
+        std::fs::write(&path, text).unwrap();
+        path
     }
 
     pub fn ca_file(&self) -> PathBuf {
