@@ -8,3 +8,5 @@ eval "$(bash scripts/control-plane.sh)"
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked
+# The benchmark harness in smoke mode: every request must succeed; no speed is asserted.
+python3 scripts/bench.py --smoke

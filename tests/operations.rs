@@ -327,3 +327,47 @@ async fn metrics_count_requests() {
     assert!(text.contains("vmruntime_gate_cached_objects{kind=\"VirtualMachine.vm.cluster.gke.io\"} 1"), "{text}");
     assert!(text.contains("vmruntime_gate_admission_latency_seconds_bucket"), "{text}");
 }
+
+#[tokio::test]
+async fn certificate_chain_served_whole() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let folder = tempfile::tempdir().unwrap();
+    let root_key = KeyPair::generate().unwrap();
+    let mut root_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    root_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let root = root_params.self_signed(&root_key).unwrap();
+    let root_issuer = Issuer::new(root_params, root_key);
+    let intermediate_key = KeyPair::generate().unwrap();
+    let mut intermediate_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    intermediate_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let intermediate = intermediate_params.signed_by(&intermediate_key, &root_issuer).unwrap();
+    let intermediate_issuer = Issuer::new(intermediate_params, intermediate_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &intermediate_issuer)
+        .unwrap();
+
+    let (cert, key, ca) =
+        (folder.path().join("tls.crt"), folder.path().join("tls.key"), folder.path().join("root.crt"));
+    std::fs::write(&cert, format!("{}{}", leaf.pem(), intermediate.pem())).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    std::fs::write(&ca, root.pem()).unwrap();
+    let (webhook, _holder) = start(&cert, &key, &[]);
+
+    // The client trusts only the root, so the handshake needs the intermediate from the server.
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots(&[&ca]))
+        .with_no_client_auth();
+    let mut connection =
+        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap()).unwrap();
+    let mut socket = std::net::TcpStream::connect(webhook.listen).unwrap();
+    while connection.is_handshaking() {
+        connection.complete_io(&mut socket).unwrap();
+    }
+    let chain = connection.peer_certificates().unwrap();
+    assert_eq!(chain.len(), 2);
+    assert_eq!(chain[1].as_ref(), intermediate.der().as_ref());
+}
