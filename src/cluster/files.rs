@@ -91,19 +91,29 @@ fn is_state_file(path: &Path) -> bool {
 /// Splits a file into its non-empty documents.
 fn parse_documents(path: &Path, text: &str) -> Result<Vec<Value>, LoadError> {
     let is_json = path.extension().is_some_and(|ext| ext == "json");
-    let documents: Vec<Value> = if is_json {
-        serde_json::Deserializer::from_str(text)
-            .into_iter::<Value>()
-            .collect::<Result<_, _>>()
-            .map_err(|error| LoadError::Syntax { path: path.to_owned(), format: "JSON", message: error.to_string() })?
-    } else {
-        serde_saphyr::from_multiple::<Value>(text).map_err(|error| LoadError::Syntax {
-            path: path.to_owned(),
-            format: "YAML",
-            message: error.to_string(),
-        })?
-    };
+    let documents: Vec<Value> =
+        if is_json {
+            serde_json::Deserializer::from_str(text).into_iter::<Value>().collect::<Result<_, _>>().map_err(
+                |error| LoadError::Syntax { path: path.to_owned(), format: "JSON", message: error.to_string() },
+            )?
+        } else {
+            serde_saphyr::from_multiple_with_options::<Value>(text, yaml_options()).map_err(|error| {
+                LoadError::Syntax { path: path.to_owned(), format: "YAML", message: error.to_string() }
+            })?
+        };
     Ok(documents.into_iter().filter(|document| !document.is_null()).collect())
+}
+
+/// YAML limits sized for cluster dumps: the parser's defaults stop at 1,024 documents and 250,000
+/// nodes, while a state of 10,000 VMs has 10,000 documents. Alias and nesting limits stay as they are.
+fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_documents = 1_000_000;
+    budget.max_nodes = 50_000_000;
+    budget.max_events = 100_000_000;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
 }
 
 #[derive(Default)]
@@ -242,6 +252,14 @@ mod tests {
         assert_eq!(view.live_vms().count(), 1);
         assert!(view.live_vms().next().unwrap().is_running());
         assert_eq!(view.node_count(), 1);
+    }
+
+    #[test]
+    fn many_documents_load() {
+        let documents: Vec<String> =
+            (0..3000).map(|index| format!("apiVersion: v1\nkind: Node\nmetadata: {{name: node-{index}}}\n")).collect();
+        let view = load_text("nodes.yaml", &documents.join("---\n")).unwrap();
+        assert_eq!(view.node_count(), 3000);
     }
 
     #[test]
