@@ -8,8 +8,8 @@
 #   Kubernetes 1.20.2) with Debian's golang-go, and cached under
 #   ${XDG_CACHE_HOME:-~/.cache}/vmruntime-gate/ by source version, so later runs skip the build.
 #   The vendored reflect2 1.0.1 and json-iterator 1.1.10 crash the API server (SIGSEGV in
-#   mapiterinit) when built with Go 1.18 or newer, so the build swaps in Debian's reflect2 1.0.2
-#   and json-iterator 1.1.12, the versions Kubernetes itself moved to for Go 1.18.
+#   mapiterinit, seen when a custom resource is created) when built with Debian's Go 1.19.
+#   The build therefore swaps in Debian's packaged reflect2 1.0.2 and json-iterator 1.1.12.
 #
 # Progress goes to standard error. Installing packages needs root (apt-get).
 set -euo pipefail
