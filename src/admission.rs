@@ -54,7 +54,7 @@ pub struct Request {
 }
 
 impl Request {
-    fn is_vmruntime(&self) -> bool {
+    pub(crate) fn is_vmruntime(&self) -> bool {
         self.inner.kind.group == GROUP && self.inner.kind.kind == "VMRuntime"
     }
 

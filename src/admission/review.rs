@@ -65,7 +65,12 @@ impl Outcome {
     }
 
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.to_value()).unwrap_or_default()
+        let has_patch = self.review.response.as_ref().is_some_and(|response| response.patch.is_some());
+        if has_patch {
+            serde_json::to_vec(&self.to_value()).unwrap_or_default()
+        } else {
+            serde_json::to_vec(&self.review).unwrap_or_default()
+        }
     }
 }
 
@@ -74,6 +79,59 @@ pub fn review(endpoint: Endpoint, body: &[u8], view: &ClusterView, settings: Set
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ReviewError::Empty);
     }
+    if let Some(outcome) = review_well_formed(endpoint, body, view, settings) {
+        return Ok(outcome);
+    }
+    review_checked(endpoint, body, view, settings)
+}
+
+/// The whole review as the API server sends it, decoded in one pass.
+#[derive(serde::Deserialize)]
+struct WireReview {
+    #[serde(default, rename = "apiVersion")]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    request: Option<AdmissionRequest<DynamicObject>>,
+}
+
+/// Decides a review that decodes in one pass with a supported version and a uid, which is every
+/// review the API server sends. Returns `None` for anything else, which the checked path handles.
+fn review_well_formed(endpoint: Endpoint, body: &[u8], view: &ClusterView, settings: Settings) -> Option<Outcome> {
+    let wire: WireReview = serde_json::from_slice(body).ok()?;
+    let mut inner = wire.request?;
+    if !SUPPORTED_VERSIONS.contains(&wire.api_version.as_str())
+        || wire.kind != "AdmissionReview"
+        || inner.uid.is_empty()
+    {
+        return None;
+    }
+    inner.types = TypeMeta { api_version: wire.api_version, kind: wire.kind };
+    let summary = Summary {
+        kind: inner.kind.kind.clone(),
+        namespace: inner.namespace.clone().unwrap_or_default(),
+        name: inner.name.clone(),
+        dry_run: inner.dry_run,
+    };
+    let mut request = Request { inner, object: None };
+    // Only the mutating decision reads the raw object, so only it pays for a second parse.
+    if endpoint == Endpoint::Mutate && request.is_vmruntime() {
+        let value: Value = serde_json::from_slice(body).ok()?;
+        request.object = value.pointer("/request/object").filter(|object| !object.is_null()).cloned();
+    }
+    let decision = decide(endpoint, &request, view, settings);
+    Some(respond(&request.inner, summary, decision))
+}
+
+/// Decodes step by step, so that each way a body can be broken gets its own error, and a request
+/// whose uid is readable is answered with that uid even when its other fields are not.
+fn review_checked(
+    endpoint: Endpoint,
+    body: &[u8],
+    view: &ClusterView,
+    settings: Settings,
+) -> Result<Outcome, ReviewError> {
     let value: Value = serde_json::from_slice(body).map_err(|error| ReviewError::NotJson(error.to_string()))?;
     let Value::Object(mut fields) = value else {
         return Err(ReviewError::NotObject);
