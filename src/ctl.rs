@@ -56,20 +56,27 @@ pub async fn connect(kubeconfig: Option<&Path>) -> CtlResult<Client> {
                 .await
                 .map_err(|error| CtlError::usage(format!("invalid kubeconfig {}: {error}", path.display())))?
         }
-        None => Config::infer().await.map_err(|error| {
-            CtlError::failed(format!(
+        None => Config::infer().await.map_err(|error| match std::env::var("KUBECONFIG") {
+            Ok(path) => CtlError::failed(format!(
+                "cannot use KUBECONFIG={path}: {error}; point KUBECONFIG at a readable kubeconfig"
+            )),
+            Err(_) => CtlError::failed(format!(
                 "no cluster configured: {error}; pass --kubeconfig, set KUBECONFIG, or create ~/.kube/config"
-            ))
+            )),
         })?,
     };
     let server = config.cluster_url.clone();
     let client = Client::try_from(config)
         .map_err(|error| CtlError::failed(format!("cannot create a client for {server}: {error}")))?;
     // One cheap request, so that an unreachable cluster is reported once and plainly.
-    client.apiserver_version().await.map_err(|error| {
-        CtlError::failed(format!(
-            "cannot reach the API server at {server}: {error}; check that the cluster runs and that the kubeconfig points at it"
-        ))
+    client.apiserver_version().await.map_err(|error| match error {
+        kube::Error::Api(status) if status.code == 401 => CtlError::failed(format!(
+            "the API server at {server} rejected the kubeconfig's credentials (401 Unauthorized); refresh the token or certificate"
+        )),
+        other => CtlError::failed(format!(
+            "cannot reach the API server at {server}: {other}; check that the cluster runs, that the kubeconfig points at it, \
+             and that its certificate-authority matches the server"
+        )),
     })?;
     Ok(client)
 }

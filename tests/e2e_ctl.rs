@@ -216,6 +216,23 @@ async fn operator_commands() {
     assert_eq!(runtime["spec"]["enabled"], false);
     assert_eq!(runtime["metadata"]["annotations"][FORCE], "false");
 
+    // A forced DELETE of the VMRuntime deletes the VMs before the object goes, and enabling
+    // afterwards creates a new VMRuntime and runs a new check.
+    let output = ctl(&control_plane, &["enable", "--wait", "--timeout", "90s"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    create_vm(&control_plane).await;
+    control_plane.kubectl_ok(&["annotate", "vmruntime", "vmruntime", &format!("{FORCE}=true"), "--overwrite"], None);
+    let output = control_plane.kubectl_with_input(&["delete", "vmruntime", "vmruntime", "--wait=false"], None);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("deletes 1 VM"), "{}", text(&output));
+    vm_gone(&control_plane).await;
+    wait_for("the VMRuntime is deleted", Duration::from_secs(30), || {
+        (!control_plane.kubectl(&["get", "vmruntime", "vmruntime"]).status.success()).then_some(())
+    })
+    .await;
+    let output = ctl(&control_plane, &["enable", "--wait", "--timeout", "60s"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+
     // Bad usage exits with 2.
     let output = ctl(&control_plane, &["status", "-o", "yaml"]);
     assert_eq!(output.status.code(), Some(2));

@@ -28,7 +28,8 @@ pub fn decide(request: &Request, view: &ClusterView) -> Decision {
             if name != VMRUNTIME_NAME {
                 return Decision::invalid(format!(
                     "VMRuntime {name:?} is not allowed: a cluster has one VMRuntime and it must be named \
-                     {VMRUNTIME_NAME:?}; set metadata.name: {VMRUNTIME_NAME}"
+                     {VMRUNTIME_NAME:?}; set metadata.name: {VMRUNTIME_NAME}, or edit the existing one with \
+                     kubectl edit vmruntime {VMRUNTIME_NAME}"
                 ));
             }
             validate_fields(object).unwrap_or_else(Decision::allow)

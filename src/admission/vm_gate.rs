@@ -29,7 +29,7 @@ pub fn decide(kind: VmKind, view: &ClusterView) -> Decision {
     if !runtime.enabled {
         return Decision::forbidden(format!(
             "{cannot_create}: the VM runtime is disabled (VMRuntime {VMRUNTIME_NAME} has spec.enabled false); \
-             enable it with kubectl patch vmruntime {VMRUNTIME_NAME} --type merge -p \
+             enable it with `vmruntime-gate enable --wait`, or kubectl patch vmruntime {VMRUNTIME_NAME} --type merge -p \
              '{{\"spec\":{{\"enabled\":true}}}}', then wait for the preflight check to pass"
         ));
     }
@@ -42,8 +42,9 @@ pub fn decide(kind: VmKind, view: &ClusterView) -> Decision {
 
     let Some(check) = view.latest_check() else {
         return Decision::forbidden(format!(
-            "{cannot_create}: no preflight check has run in namespace {SYSTEM_NAMESPACE}; start one by \
-             creating a VMRuntimePreflightCheck there (its spec is empty) and retry when it passes"
+            "{cannot_create}: no preflight check has run in namespace {SYSTEM_NAMESPACE}; start one with \
+             `vmruntime-gate check --wait`, or by creating a VMRuntimePreflightCheck there (its spec is empty), \
+             and retry when it passes"
         ));
     };
     match &check.outcome {
@@ -74,7 +75,7 @@ fn describe_failure(check: &str, failures: &[NodeFailure]) -> String {
     }
     message.push_str(
         ". Fix these nodes (or set spec.useEmulation: true, or label a node kubevm.io/VM-SkipSchedule to leave it out), \
-         then start a new check by creating a VMRuntimePreflightCheck in namespace vm-system",
+         then start a new check with `vmruntime-gate check --wait`",
     );
     message
 }
@@ -166,7 +167,7 @@ mod tests {
                     "check-b failed on 2 node(s)",
                     "worker-1 (KVM: /dev/kvm not found)",
                     "worker-2 (CPU: no vmx or svm flag)",
-                    "start a new check",
+                    "vmruntime-gate check --wait",
                 ],
             ),
             ("latest passed older failed", with_checks(Some(true), &[failed_old, passed]), true, vec![]),

@@ -92,19 +92,21 @@ pub fn spawn(client: Client, view: SharedView) {
             match source {
                 Source::Runtime => {
                     let api = Api::<VMRuntime>::all(client);
-                    run(source, api, view, tracker, apply_runtime).await;
+                    run(source, api, view, tracker, |runtime| runtime, apply_runtime).await;
                 }
                 Source::Checks => {
                     let api = Api::<VMRuntimePreflightCheck>::namespaced(client, SYSTEM_NAMESPACE);
-                    run(source, api, view, tracker, apply_check).await;
+                    run(source, api, view, tracker, |check| check, apply_check).await;
                 }
                 Source::Vms(kind) => {
                     let gvk = GroupVersionKind::gvk(kind.group(), "v1", kind.kind());
                     let resource = ApiResource::from_gvk_with_plural(&gvk, kind.plural());
                     let api = Api::<DynamicObject>::all_with(client, &resource);
-                    let apply =
-                        move |view: &mut ClusterView, change: Change<DynamicObject>| apply_vm(kind, view, change);
-                    run(source, api, view, tracker, apply).await;
+                    // Each VM is reduced to its summary as it arrives, so that a list of 10,000 full
+                    // objects is never held at once.
+                    let summarize = move |object: DynamicObject| VmSummary::from_object(kind, &object);
+                    let apply = move |view: &mut ClusterView, change: Change<VmSummary>| apply_vm(kind, view, change);
+                    run(source, api, view, tracker, summarize, apply).await;
                 }
             }
         });
@@ -119,14 +121,21 @@ enum Change<K> {
     Replaced(Vec<K>),
 }
 
-async fn run<K, F>(source: Source, api: Api<K>, view: SharedView, tracker: Arc<SyncTracker>, apply: F)
-where
+async fn run<K, S, M, F>(
+    source: Source,
+    api: Api<K>,
+    view: SharedView,
+    tracker: Arc<SyncTracker>,
+    summarize: M,
+    apply: F,
+) where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
-    F: Fn(&mut ClusterView, Change<K>),
+    M: Fn(K) -> S,
+    F: Fn(&mut ClusterView, Change<S>),
 {
     let label = source.label();
     let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
-    let mut initial: Vec<K> = Vec::new();
+    let mut initial: Vec<S> = Vec::new();
     let mut reported_missing = false;
     let mut last_error = String::new();
 
@@ -137,7 +146,7 @@ where
                 continue;
             }
             Ok(Event::InitApply(object)) => {
-                initial.push(object);
+                initial.push(summarize(object));
                 continue;
             }
             Ok(Event::InitDone) => {
@@ -148,8 +157,8 @@ where
                 reported_missing = false;
                 Change::Replaced(std::mem::take(&mut initial))
             }
-            Ok(Event::Apply(object)) => Change::Applied(object),
-            Ok(Event::Delete(object)) => Change::Deleted(object),
+            Ok(Event::Apply(object)) => Change::Applied(summarize(object)),
+            Ok(Event::Delete(object)) => Change::Deleted(summarize(object)),
             Err(error) if is_not_found(&error) => {
                 if !reported_missing {
                     info!(kind = %label, "CRD not installed; treating the kind as having no objects");
@@ -217,12 +226,10 @@ fn apply_check(view: &mut ClusterView, change: Change<VMRuntimePreflightCheck>) 
     }
 }
 
-fn apply_vm(kind: VmKind, view: &mut ClusterView, change: Change<DynamicObject>) {
+fn apply_vm(kind: VmKind, view: &mut ClusterView, change: Change<VmSummary>) {
     match change {
-        Change::Applied(object) => view.apply_vm(VmSummary::from_object(kind, &object)),
-        Change::Deleted(object) => view.delete_vm(kind, &object.namespace().unwrap_or_default(), &object.name_any()),
-        Change::Replaced(objects) => {
-            view.replace_vms(kind, objects.iter().map(|object| VmSummary::from_object(kind, object)).collect())
-        }
+        Change::Applied(vm) => view.apply_vm(vm),
+        Change::Deleted(vm) => view.delete_vm(kind, &vm.namespace, &vm.name),
+        Change::Replaced(vms) => view.replace_vms(kind, vms),
     }
 }

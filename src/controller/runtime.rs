@@ -22,13 +22,15 @@ use super::{Context, status};
 use crate::cluster::VmKind;
 use crate::preflight::trigger::{self, FINGERPRINT_ANNOTATION, Fingerprint};
 use crate::preflight::{self, CHECK_NAME_PREFIX};
-use crate::resources::vmruntime::{FORCE_DISABLE_ANNOTATION, VMRUNTIME_NAME};
+use crate::resources::vmruntime::{FORCE_DISABLE_ANNOTATION, VMRUNTIME_NAME, VMRuntimeStatus};
 use crate::resources::{GROUP, SYSTEM_NAMESPACE, VMRuntime, VMRuntimePreflightCheck, VMRuntimePreflightCheckSpec};
 
 /// Maximum time between two evaluations when nothing changes.
 const RESYNC: Duration = Duration::from_secs(5);
 /// Wait after a change, so that a burst of watch events leads to one evaluation.
 const DEBOUNCE: Duration = Duration::from_millis(300);
+/// Finalizer that holds a deleted VMRuntime until a forced deletion has deleted the VMs.
+pub const FINALIZER: &str = "vm.cluster.gke.io/vmruntime-gate";
 /// Wait between two rounds of a forced disable while VMs are still being deleted.
 const DELETE_POLL: Duration = Duration::from_secs(1);
 
@@ -58,8 +60,9 @@ pub async fn run(context: Arc<Context>, checks: CheckStore, node_changes: Arc<No
         return;
     }
 
-    // The fingerprint written last, which the watch may not have delivered yet.
-    let mut recorded: Option<Fingerprint> = None;
+    // The fingerprint written last, which the watch may not have delivered yet, with the UID of the
+    // VMRuntime it belongs to: a deleted and re-created VMRuntime starts without one.
+    let mut recorded: Option<(String, Fingerprint)> = None;
     loop {
         let was_disabled = saw_disabled.swap(false, Ordering::SeqCst);
         let next = match evaluate(&context, &checks, &mut recorded, was_disabled).await {
@@ -90,16 +93,24 @@ impl Drop for AbortOnDrop {
 async fn evaluate(
     context: &Context,
     checks: &CheckStore,
-    recorded: &mut Option<Fingerprint>,
+    recorded: &mut Option<(String, Fingerprint)>,
     was_disabled: bool,
 ) -> kube::Result<Duration> {
     let api = Api::<VMRuntime>::all(context.client.clone());
     let Some(runtime) = api.get_opt(VMRUNTIME_NAME).await? else {
+        *recorded = None;
         return Ok(RESYNC);
     };
+    let uid = runtime.uid().unwrap_or_default();
     let enabled = runtime.spec.enabled == Some(true);
     let forced = runtime.annotations().get(FORCE_DISABLE_ANNOTATION).is_some_and(|value| value == "true");
 
+    if runtime.metadata.deletion_timestamp.is_some() {
+        return finish_deletion(context, &runtime, forced).await;
+    }
+    if !runtime.finalizers().iter().any(|finalizer| finalizer == FINALIZER) {
+        add_finalizer(context, &runtime).await?;
+    }
     if !enabled && forced {
         return forced_disable(context, checks, &runtime).await;
     }
@@ -107,7 +118,9 @@ async fn evaluate(
     let current = fingerprint(&runtime, context);
     let annotated: Option<Fingerprint> =
         runtime.annotations().get(FINGERPRINT_ANNOTATION).and_then(|text| serde_json::from_str(text).ok());
-    let mut previous = recorded.clone().or(annotated.clone());
+    let remembered =
+        recorded.take().filter(|(recorded_uid, _)| *recorded_uid == uid).map(|(_, fingerprint)| fingerprint);
+    let mut previous = remembered.or(annotated.clone());
     if was_disabled && let Some(previous) = previous.as_mut() {
         previous.enabled = false;
     }
@@ -119,9 +132,47 @@ async fn evaluate(
         let patch = json!({"metadata": {"annotations": {FINGERPRINT_ANNOTATION: text}}});
         api.patch(VMRUNTIME_NAME, &PatchParams::default(), &Patch::Merge(&patch)).await?;
     }
-    *recorded = Some(current);
+    *recorded = Some((uid, current));
 
     write_status(context, checks, &runtime, false).await?;
+    Ok(RESYNC)
+}
+
+async fn add_finalizer(context: &Context, runtime: &VMRuntime) -> kube::Result<()> {
+    let mut finalizers = runtime.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_owned());
+    // The resourceVersion makes the merge patch fail rather than drop a finalizer added meanwhile.
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": runtime.resource_version()}});
+    Api::<VMRuntime>::all(context.client.clone())
+        .patch(VMRUNTIME_NAME, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(drop)
+}
+
+/// Lets a deleted VMRuntime go: a forced deletion first deletes every VM and its disks, as a
+/// forced disable does; an unforced one deletes nothing.
+async fn finish_deletion(context: &Context, runtime: &VMRuntime, forced: bool) -> kube::Result<Duration> {
+    if !runtime.finalizers().iter().any(|finalizer| finalizer == FINALIZER) {
+        return Ok(RESYNC);
+    }
+    if forced {
+        let remaining = delete_vms(context).await?;
+        if remaining > 0 {
+            info!(remaining, "VMRuntime deleted with the force annotation: waiting for VMs and disks to be deleted");
+            return Ok(DELETE_POLL);
+        }
+    }
+    let finalizers: Vec<String> =
+        runtime.finalizers().iter().filter(|finalizer| *finalizer != FINALIZER).cloned().collect();
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": runtime.resource_version()}});
+    match Api::<VMRuntime>::all(context.client.clone())
+        .patch(VMRUNTIME_NAME, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => info!(forced, "VMRuntime {VMRUNTIME_NAME} deleted"),
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(error) => return Err(error),
+    }
     Ok(RESYNC)
 }
 
@@ -227,49 +278,42 @@ async fn write_status(
         return Ok(());
     }
     let api = Api::<VMRuntime>::all(context.client.clone());
-    api.patch_status(VMRUNTIME_NAME, &PatchParams::default(), &Patch::Merge(&json!({"status": desired}))).await?;
+    let patch = status_patch(runtime.status.as_ref(), &desired);
+    api.patch_status(VMRUNTIME_NAME, &PatchParams::default(), &Patch::Merge(&patch)).await?;
     Ok(())
 }
 
+/// Builds a merge patch from `current` to `desired` status. A merge patch only adds and replaces
+/// map keys, so keys that `desired` drops, such as the feature statuses of an older check, are
+/// set to null to remove them.
+pub fn status_patch(current: Option<&VMRuntimeStatus>, desired: &VMRuntimeStatus) -> serde_json::Value {
+    let mut desired_value = serde_json::to_value(desired).unwrap_or_default();
+    if let Some(current) = current {
+        let current_value = serde_json::to_value(current).unwrap_or_default();
+        null_removed_keys(&current_value, &mut desired_value);
+    }
+    json!({"status": desired_value})
+}
+
+fn null_removed_keys(current: &serde_json::Value, desired: &mut serde_json::Value) {
+    let (Some(current), Some(desired)) = (current.as_object(), desired.as_object_mut()) else {
+        return;
+    };
+    for (key, value) in current {
+        match desired.get_mut(key) {
+            None => {
+                desired.insert(key.clone(), serde_json::Value::Null);
+            }
+            Some(desired_value) => null_removed_keys(value, desired_value),
+        }
+    }
+}
+
 /// Deletes every VM and the disks its spec names, then resets the force-disable annotation.
-/// Each round works from what the API server lists, so a restart midway finishes the job.
 async fn forced_disable(context: &Context, checks: &CheckStore, runtime: &VMRuntime) -> kube::Result<Duration> {
     write_status(context, checks, runtime, true).await?;
 
-    let mut remaining = 0usize;
-    for kind in VmKind::ALL {
-        let gvk = GroupVersionKind::gvk(kind.group(), "v1", kind.kind());
-        let api = Api::<DynamicObject>::all_with(
-            context.client.clone(),
-            &ApiResource::from_gvk_with_plural(&gvk, kind.plural()),
-        );
-        let vms = match api.list(&ListParams::default()).await {
-            Ok(list) => list.items,
-            Err(kube::Error::Api(status)) if status.code == 404 => continue,
-            Err(error) => return Err(error),
-        };
-        for vm in vms {
-            remaining += 1;
-            let namespace = vm.namespace().unwrap_or_default();
-            if kind == VmKind::RuntimeVirtualMachine {
-                remaining += delete_disks(context, &namespace, &vm).await?;
-            }
-            if vm.metadata.deletion_timestamp.is_none() {
-                let namespaced = Api::<DynamicObject>::namespaced_with(
-                    context.client.clone(),
-                    &namespace,
-                    &ApiResource::from_gvk_with_plural(&gvk, kind.plural()),
-                );
-                match namespaced.delete(&vm.name_any(), &DeleteParams::background()).await {
-                    Ok(_) => {
-                        info!(vm = %format!("{namespace}/{}", vm.name_any()), %kind, "Deleted VM for the forced disable")
-                    }
-                    Err(kube::Error::Api(status)) if status.code == 404 => {}
-                    Err(error) => return Err(error),
-                }
-            }
-        }
-    }
+    let remaining = delete_vms(context).await?;
     if remaining > 0 {
         info!(remaining, "Waiting for VMs and disks to be deleted");
         return Ok(DELETE_POLL);
@@ -289,6 +333,40 @@ async fn forced_disable(context: &Context, checks: &CheckStore, runtime: &VMRunt
     )
     .await;
     Ok(RESYNC)
+}
+
+/// Deletes every VM of every kind and the disks each `gvm` names, and returns how many objects
+/// still exist. Each call works from what the API server lists, so a restart midway finishes the job.
+async fn delete_vms(context: &Context) -> kube::Result<usize> {
+    let mut remaining = 0usize;
+    for kind in VmKind::ALL {
+        let gvk = GroupVersionKind::gvk(kind.group(), "v1", kind.kind());
+        let resource = ApiResource::from_gvk_with_plural(&gvk, kind.plural());
+        let api = Api::<DynamicObject>::all_with(context.client.clone(), &resource);
+        let vms = match api.list(&ListParams::default()).await {
+            Ok(list) => list.items,
+            Err(kube::Error::Api(status)) if status.code == 404 => continue,
+            Err(error) => return Err(error),
+        };
+        for vm in vms {
+            remaining += 1;
+            let namespace = vm.namespace().unwrap_or_default();
+            if kind == VmKind::RuntimeVirtualMachine {
+                remaining += delete_disks(context, &namespace, &vm).await?;
+            }
+            if vm.metadata.deletion_timestamp.is_none() {
+                let namespaced = Api::<DynamicObject>::namespaced_with(context.client.clone(), &namespace, &resource);
+                match namespaced.delete(&vm.name_any(), &DeleteParams::background()).await {
+                    Ok(_) => {
+                        info!(vm = %format!("{namespace}/{}", vm.name_any()), %kind, "Deleted VM for a forced disable")
+                    }
+                    Err(kube::Error::Api(status)) if status.code == 404 => {}
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+    }
+    Ok(remaining)
 }
 
 /// Deletes the VirtualMachineDisks that a VM's spec names and returns how many still exist.
@@ -328,5 +406,42 @@ async fn publish(context: &Context, runtime: &VMRuntime, type_: EventType, reaso
         Event { type_, reason: reason.to_owned(), note: Some(note), action: "VMRuntime".to_owned(), secondary: None };
     if let Err(error) = context.recorder.publish(&event, &runtime.object_ref(&())).await {
         warn!(%error, reason, "Publishing an event failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::resources::vmruntime::{FeatureStatus, PreflightCheckSummary};
+
+    fn status(features: &[&str]) -> VMRuntimeStatus {
+        let feature_statuses: BTreeMap<String, FeatureStatus> = features
+            .iter()
+            .map(|name| ((*name).to_owned(), FeatureStatus { passed: true, failed_node_num: 0 }))
+            .collect();
+        VMRuntimeStatus {
+            ready: Some(true),
+            preflight_check_summary: Some(PreflightCheckSummary { feature_statuses, ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn status_patch_removes_dropped_features() {
+        let patch = status_patch(Some(&status(&["AGENT", "KVM"])), &status(&["KVM"]));
+        let features = &patch["status"]["preflightCheckSummary"]["featureStatuses"];
+        assert_eq!(features["AGENT"], serde_json::Value::Null);
+        assert_eq!(features["KVM"]["passed"], true);
+        let mut merged = json!({"status": serde_json::to_value(status(&["AGENT", "KVM"])).unwrap()});
+        json_patch::merge(&mut merged, &patch);
+        assert_eq!(merged["status"], serde_json::to_value(status(&["KVM"])).unwrap());
+    }
+
+    #[test]
+    fn status_patch_without_current_is_desired() {
+        let patch = status_patch(None, &status(&["KVM"]));
+        assert_eq!(patch["status"], serde_json::to_value(status(&["KVM"])).unwrap());
     }
 }
