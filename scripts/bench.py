@@ -306,7 +306,12 @@ def write_report(results, rss, live_rss, base_h1, base_h2, seconds):
         f"| live mode, 10,000 `gvm` objects in the test API server | {live_rss / 1024:.1f} |",
         "",
     ]
-    (ROOT / "BENCHMARKS.md").write_text("\n".join(lines))
+    # A hand-written "## Notes" section at the end of an existing report is kept.
+    report = ROOT / "BENCHMARKS.md"
+    notes = ""
+    if report.exists() and "\n## Notes" in report.read_text():
+        notes = "\n## Notes" + report.read_text().split("\n## Notes", 1)[1]
+    report.write_text("\n".join(lines) + notes)
     log("wrote BENCHMARKS.md")
 
 
