@@ -29,7 +29,7 @@ use crate::resources::{GROUP, SYSTEM_NAMESPACE, VMRuntime, VMRuntimePreflightChe
 const RESYNC: Duration = Duration::from_secs(5);
 /// Wait after a change, so that a burst of watch events leads to one evaluation.
 const DEBOUNCE: Duration = Duration::from_millis(300);
-/// Finalizer that holds a deleted VMRuntime until a forced deletion has deleted the VMs.
+/// Finalizer that keeps a deleted VMRuntime until a forced deletion has deleted the VMs.
 pub const FINALIZER: &str = "vm.cluster.gke.io/vmruntime-gate";
 /// Wait between two rounds of a forced disable while VMs are still being deleted.
 const DELETE_POLL: Duration = Duration::from_secs(1);
@@ -88,8 +88,8 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Evaluates the VMRuntime once and returns when to look again at the latest. `was_disabled`
-/// says that a watch event since the last evaluation showed the runtime disabled.
+/// Evaluates the VMRuntime once and returns when to look again at the latest. `was_disabled` is
+/// true when a watch event since the last evaluation showed the runtime disabled.
 async fn evaluate(
     context: &Context,
     checks: &CheckStore,
