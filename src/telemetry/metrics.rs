@@ -9,18 +9,32 @@ use prometheus_client::registry::Registry;
 
 use crate::cluster::{ClusterView, VmKind};
 
+/// Labels of the request counter. Every value is one of a fixed set, so the number of series
+/// stays bounded whatever kinds clients send, and counting a request allocates nothing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub endpoint: String,
-    pub kind: String,
-    pub operation: String,
+    pub endpoint: &'static str,
+    /// VMRuntime, VirtualMachine or VirtualMachineInstance; `other` for any other kind.
+    pub kind: &'static str,
+    pub operation: &'static str,
     /// allowed, patched, denied, malformed, or an HTTP status for a request that is not a review.
-    pub result: String,
+    pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabels {
-    pub endpoint: String,
+    pub endpoint: &'static str,
+}
+
+/// Maps a request kind onto the fixed set of kind labels.
+fn kind_label(kind: &str) -> &'static str {
+    match kind {
+        "" => "",
+        "VMRuntime" => "VMRuntime",
+        "VirtualMachine" => "VirtualMachine",
+        "VirtualMachineInstance" => "VirtualMachineInstance",
+        _ => "other",
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -70,15 +84,17 @@ impl Metrics {
     }
 
     /// Records one admission request.
-    pub fn observe(&self, endpoint: &str, kind: &str, operation: &str, result: &str, seconds: f64) {
-        let labels = RequestLabels {
-            endpoint: endpoint.to_owned(),
-            kind: kind.to_owned(),
-            operation: operation.to_owned(),
-            result: result.to_owned(),
-        };
+    pub fn observe(
+        &self,
+        endpoint: &'static str,
+        kind: &str,
+        operation: &'static str,
+        result: &'static str,
+        seconds: f64,
+    ) {
+        let labels = RequestLabels { endpoint, kind: kind_label(kind), operation, result };
         self.requests.get_or_create(&labels).inc();
-        self.latency.get_or_create(&EndpointLabels { endpoint: endpoint.to_owned() }).observe(seconds);
+        self.latency.get_or_create(&EndpointLabels { endpoint }).observe(seconds);
     }
 
     /// Renders the metrics in the Prometheus text format, with the object counts of `view`.
@@ -122,5 +138,17 @@ mod tests {
         );
         assert!(text.contains("vmruntime_gate_admission_latency_seconds_count{endpoint=\"validate\"} 1"), "{text}");
         assert!(text.contains("vmruntime_gate_cached_objects{kind=\"VMRuntime.vm.cluster.gke.io\"} 0"), "{text}");
+    }
+
+    #[test]
+    fn unknown_kinds_share_one_label() {
+        let metrics = Metrics::new();
+        metrics.observe("validate", "Pod", "CREATE", "allowed", 0.001);
+        metrics.observe("validate", "Deployment", "CREATE", "allowed", 0.001);
+        let text = metrics.render(&ClusterView::new());
+        assert!(
+            text.contains("admission_requests_total{endpoint=\"validate\",kind=\"other\",operation=\"CREATE\",result=\"allowed\"} 2"),
+            "{text}"
+        );
     }
 }
