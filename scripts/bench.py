@@ -171,8 +171,8 @@ def oha(binary, url, body, http2, seconds, rate=None):
     codes = report.get("statusCodeDistribution", {})
     errors = report.get("errorDistribution", {})
     ok = codes.get("200", 0)
-    # oha stops a request that is still running at the deadline even with -w when a rate is set;
-    # that is the client's doing, so it is reported but not counted as a failure.
+    # oha stops a request that is still running at the deadline when a rate is set, even with -w.
+    # That is the client's doing, so it is reported but not counted as a failure.
     server_errors = {error: count for error, count in errors.items() if error != "aborted due to deadline"}
     failed = sum(count for code, count in codes.items() if code != "200") + sum(server_errors.values())
     percentiles = report["latencyPercentiles"]

@@ -43,7 +43,7 @@ pub struct Bundle {
 }
 
 impl Bundle {
-    /// The CA certificate in base64, as the `caBundle` of a webhook configuration takes it.
+    /// Returns the CA certificate in base64, the form of a webhook configuration's `caBundle`.
     pub fn ca_bundle(&self) -> String {
         base64::engine::general_purpose::STANDARD.encode(self.ca_pem.as_bytes())
     }

@@ -135,7 +135,7 @@ pub struct AgentArgs {
     pub log_format: LogFormat,
 }
 
-/// How the operator commands find the cluster.
+/// Cluster connection settings of the operator commands.
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
     /// Kubeconfig file [default: KUBECONFIG, then ~/.kube/config, then the in-cluster settings].
@@ -150,7 +150,7 @@ pub struct EnableArgs {
     /// Follow the preflight check that enabling starts until the runtime is ready or the check failed.
     #[arg(long)]
     pub wait: bool,
-    /// Longest wait with --wait, such as 10m.
+    /// Maximum wait with --wait, such as 10m.
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     pub timeout: Duration,
 }
@@ -168,7 +168,7 @@ pub struct DisableArgs {
     /// Follow the deletion until every VM is gone.
     #[arg(long)]
     pub wait: bool,
-    /// Longest wait with --wait, such as 10m.
+    /// Maximum wait with --wait, such as 10m.
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     pub timeout: Duration,
 }
@@ -180,7 +180,7 @@ pub struct CheckArgs {
     /// Show progress until the check completes, then the result table; exit status 1 when it failed.
     #[arg(long)]
     pub wait: bool,
-    /// Longest wait with --wait, such as 10m.
+    /// Maximum wait with --wait, such as 10m.
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     pub timeout: Duration,
 }
@@ -306,7 +306,8 @@ mod tests {
     #[test]
     fn socket_address_error_shows_form() {
         let error = parse_socket_address("localhost:9501").unwrap_err();
-        assert!(error.contains("\"localhost:9501\"") && error.contains("IP:PORT"), "{error}");
+        assert!(error.contains("\"localhost:9501\""), "{error}");
+        assert!(error.contains("IP:PORT"), "{error}");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Subcommands: each parses nothing itself and does the I/O that its name says.
+//! Subcommands, one module each: argument parsing stays in `cli`, and each module does its command's I/O.
 
 pub mod certs;
 pub mod crds;

@@ -38,7 +38,7 @@ pub struct Settings {
     pub lease_duration: Duration,
 }
 
-/// What the reconcilers share.
+/// Clients, stores and settings shared by the reconcilers.
 pub struct Context {
     pub client: Client,
     pub nodes: Store<Node>,

@@ -29,12 +29,12 @@ pub struct CtlError {
 }
 
 impl CtlError {
-    /// A refused or failed operation (exit status 1).
+    /// Creates the error of a refused or failed operation (exit status 1).
     pub fn failed(message: impl Into<String>) -> CtlError {
         CtlError { message: message.into(), code: 1 }
     }
 
-    /// Bad usage (exit status 2).
+    /// Creates the error of bad usage (exit status 2).
     pub fn usage(message: impl Into<String>) -> CtlError {
         CtlError { message: message.into(), code: 2 }
     }

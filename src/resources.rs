@@ -22,13 +22,13 @@ pub const KUBEVIRT_GROUP: &str = "kubevirt.io";
 /// Namespace that contains the preflight checks and the gate's own workloads.
 pub const SYSTEM_NAMESPACE: &str = "vm-system";
 
-/// The CRDs that the gate owns, with `spec` optional and defaulted to `{}` by the API server,
+/// Returns the CRDs that the gate owns, with `spec` optional and defaulted to `{}` by the API server,
 /// so that objects created without a spec still decode.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![with_empty_spec_default(VMRuntime::crd()), with_empty_spec_default(VMRuntimePreflightCheck::crd())]
 }
 
-/// CRDs of the VM runtime's own kinds, for API servers in tests that have no VM runtime installed.
+/// Returns the CRDs of the VM runtime's own kinds, for API servers in tests that have no VM runtime installed.
 pub fn vm_runtime_crds() -> Vec<CustomResourceDefinition> {
     vec![with_empty_spec_default(VirtualMachine::crd()), with_empty_spec_default(VirtualMachineDisk::crd())]
 }

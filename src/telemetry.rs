@@ -7,8 +7,8 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::LogFormat;
 
 pub fn init(format: LogFormat) {
-    // kube's client logs every failed request at error level; the watch loop logs the same failures
-    // once with the kind they belong to, so the default filter leaves the client's lines out.
+    // kube's client logs every failed request at error level. The watch loop logs the same failures
+    // once, with the kind they belong to, so the default filter leaves the client's lines out.
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube_client::client::builder=off"));
     // Colours only on a terminal, so that log files and collectors get plain text.

@@ -51,7 +51,8 @@ fn review_exit_codes() {
     let (code, stdout, stderr) = review_stdin("validate", &state, b"not json");
     assert_eq!(code, 2);
     assert!(stdout.is_empty());
-    assert!(stderr.starts_with("error: ") && stderr.contains("not valid JSON"), "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(stderr.contains("not valid JSON"), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 
     let mut malformed: serde_json::Value = serde_json::from_slice(&allowed).unwrap();
@@ -122,7 +123,8 @@ fn webhook_missing_certificate_named() {
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("/nonexistent/tls.crt") && stderr.contains("--tls-cert-file"), "{stderr}");
+    assert!(stderr.contains("/nonexistent/tls.crt"), "{stderr}");
+    assert!(stderr.contains("--tls-cert-file"), "{stderr}");
 }
 
 #[test]

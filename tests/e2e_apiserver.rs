@@ -59,15 +59,18 @@ async fn reference_walkthrough_through_apiserver() {
     assert_eq!(object["spec"]["vmImageFormat"], "raw");
     assert_eq!(object["metadata"]["annotations"][FORCE], "false");
     let yaml = control_plane.kubectl_ok(&["get", "vmruntime", "vmruntime", "-o", "yaml"], None);
-    assert!(yaml.contains("vmImageFormat: raw") && yaml.contains("vmrumtime-force-disable: \"false\""), "{yaml}");
+    assert!(yaml.contains("vmImageFormat: raw"), "{yaml}");
+    assert!(yaml.contains("vmrumtime-force-disable: \"false\""), "{yaml}");
     let table = control_plane.kubectl_ok(&["get", "vmruntime"], None);
-    assert!(table.contains("ENABLED") && table.contains("PREFLIGHTCHECK"), "{table}");
+    assert!(table.contains("ENABLED"), "{table}");
+    assert!(table.contains("PREFLIGHTCHECK"), "{table}");
 
     // 2. Another name is rejected with the webhook's message.
     let other =
         "apiVersion: vm.cluster.gke.io/v1\nkind: VMRuntime\nmetadata: {name: runtime-2}\nspec: {enabled: true}\n";
     let error = control_plane.kubectl_err(&["create", "-f", "-"], Some(other));
-    assert!(error.contains("denied the request") && error.contains("must be named \"vmruntime\""), "{error}");
+    assert!(error.contains("denied the request"), "{error}");
+    assert!(error.contains("must be named \"vmruntime\""), "{error}");
 
     // 3. VMs are denied while the latest check failed, allowed once a newer check passed.
     for node in ["worker-0", "worker-1"] {
@@ -94,7 +97,8 @@ async fn reference_walkthrough_through_apiserver() {
     .await;
     assert!(error.contains("worker-1 (KVM: /dev/kvm not found)"), "{error}");
     let error = control_plane.kubectl_err(&["create", "-f", "-"], Some(GVM));
-    assert!(error.contains("check-1 failed") && error.contains("worker-1"), "{error}");
+    assert!(error.contains("check-1 failed"), "{error}");
+    assert!(error.contains("worker-1"), "{error}");
 
     create_check(&control_plane, "check-2", r#"{"status":{"pass":true}}"#);
     eventually("the VM gate sees the passed check", || {

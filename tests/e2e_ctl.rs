@@ -79,7 +79,7 @@ async fn operator_commands() {
     let mut control_plane = ControlPlane::prepare(binaries);
     control_plane.start();
 
-    // Before the CRDs exist, and for a user without RBAC permissions, the errors say what to do.
+    // Before the CRDs exist, and for a user without RBAC permissions, the errors name the fix.
     let output = ctl(&control_plane, &["status"]);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     assert!(text(&output).contains("install the CRDs"), "{}", text(&output));
@@ -97,16 +97,7 @@ async fn operator_commands() {
     let output = Command::new(binary()).args(["status", "--kubeconfig"]).arg(&closed).output().unwrap();
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     assert!(text(&output).contains("cannot reach the API server at https://127.0.0.1:1"), "{}", text(&output));
-    let webhook = e2e::start_live_webhook(&control_plane);
-    e2e::wait_ready(&webhook).await;
-    control_plane
-        .kubectl_ok(&["apply", "-f", "-"], Some(&e2e::webhook_configurations(webhook.listen.port(), &webhook.ca_file)));
-    for node in ["worker-0", "worker-1"] {
-        control_plane.kubectl_ok(
-            &["create", "-f", "-"],
-            Some(&format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {node}}}\n")),
-        );
-    }
+    let _webhook = e2e::webhook_and_two_nodes(&control_plane).await;
     let _agent_0 = agent(&control_plane, "worker-0", "intel-kvm");
     let _agent_1 = agent(&control_plane, "worker-1", "intel-no-kvm");
     let _controller = controller(&control_plane, "replica-a");

@@ -10,7 +10,7 @@ use support::control_plane::{Binaries, ControlPlane};
 use support::e2e::{agent, controller, get_json, wait_for};
 use support::*;
 
-/// The newest check: latest creation timestamp, then greatest name.
+/// Returns the newest check: latest creation timestamp, then greatest name.
 fn latest_check(control_plane: &ControlPlane) -> Option<Value> {
     let list = get_json(control_plane, &["get", "vmruntimepfc", "-n", "vm-system"]);
     list["items"]
@@ -96,16 +96,7 @@ async fn preflight_walkthrough() {
     let mut control_plane = ControlPlane::prepare(binaries);
     control_plane.start();
     e2e::install_crds(&control_plane);
-    let webhook = e2e::start_live_webhook(&control_plane);
-    e2e::wait_ready(&webhook).await;
-    control_plane
-        .kubectl_ok(&["apply", "-f", "-"], Some(&e2e::webhook_configurations(webhook.listen.port(), &webhook.ca_file)));
-    for node in ["worker-0", "worker-1"] {
-        control_plane.kubectl_ok(
-            &["create", "-f", "-"],
-            Some(&format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {node}}}\n")),
-        );
-    }
+    let _webhook = e2e::webhook_and_two_nodes(&control_plane).await;
     let _agent_0 = agent(&control_plane, "worker-0", "intel-kvm");
     let mut agent_1 = agent(&control_plane, "worker-1", "intel-no-kvm");
     let mut controllers = [controller(&control_plane, "replica-a"), controller(&control_plane, "replica-b")];
@@ -135,7 +126,8 @@ async fn preflight_walkthrough() {
     assert!(kvm["message"].as_str().unwrap().contains("dev/kvm not found"), "{kvm}");
     assert_eq!(check["status"]["checks"]["worker-0"]["passed"], true);
     let table = control_plane.kubectl_ok(&["get", "vmruntimepfc", "-n", "vm-system"], None);
-    assert!(table.contains("PASS") && table.contains("false"), "{table}");
+    assert!(table.contains("PASS"), "{table}");
+    assert!(table.contains("false"), "{table}");
     let summary = wait_for("the VMRuntime summary names the check", Duration::from_secs(20), || {
         let runtime = get_json(&control_plane, &["get", "vmruntime", "vmruntime"]);
         let summary = runtime["status"]["preflightCheckSummary"].clone();
@@ -200,7 +192,7 @@ async fn preflight_walkthrough() {
     create_check_by_hand(&control_plane, "recheck").await;
     let check = next_completed_check(&control_plane, Some("timeout-check")).await;
     assert_eq!(check["status"]["pass"], true, "{check}");
-    // A finalizer holds the VM while the leader is replaced, so the new leader finishes the job.
+    // A finalizer keeps the VM while the leader is replaced, so the new leader finishes the job.
     let held = GVM.replace("namespace: default}", "namespace: default, finalizers: [test.vmruntime-gate/hold]}");
     e2e::eventually("the VM is created", || {
         e2e::kubectl_result(&control_plane, &["create", "-f", "-"], Some(&held), true).map(drop)

@@ -5,7 +5,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -17,19 +17,6 @@ use support::*;
 
 fn example_state() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/examples/cluster")
-}
-
-/// Writes a CA, serving certificate and key for localhost into `folder` with the certs command.
-fn make_certs(folder: &Path) {
-    let status = Command::new(binary())
-        .args(["certs", "--out"])
-        .arg(folder)
-        .args(["--dns-name", "localhost", "--ip", "127.0.0.1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 fn start(cert: &Path, key: &Path, extra: &[&str]) -> (Webhook, tempfile::TempDir) {

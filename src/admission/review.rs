@@ -125,7 +125,7 @@ fn review_well_formed(endpoint: Endpoint, body: &[u8], view: &ClusterView, setti
 }
 
 /// Decodes step by step, so that each way a body can be broken gets its own error, and a request
-/// whose uid is readable is answered with that uid even when its other fields are not.
+/// whose uid is readable gets a response with that uid even when its other fields are not.
 fn review_checked(
     endpoint: Endpoint,
     body: &[u8],

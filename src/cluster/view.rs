@@ -239,7 +239,7 @@ impl ClusterView {
         self.loaded = loaded;
     }
 
-    /// The `VMRuntime` named `vmruntime`, if it exists.
+    /// Returns the `VMRuntime` named `vmruntime`, if it exists.
     pub fn runtime(&self) -> Option<&RuntimeSummary> {
         self.runtime.as_ref()
     }
@@ -314,7 +314,7 @@ impl ClusterView {
         }
     }
 
-    /// The check with the newest creation timestamp; on a tie, the one with the greatest name.
+    /// Returns the check with the newest creation timestamp, or on a tie the one with the greatest name.
     pub fn latest_check(&self) -> Option<&CheckSummary> {
         self.checks.values().next_back()
     }

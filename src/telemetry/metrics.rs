@@ -109,7 +109,7 @@ impl Metrics {
         self.cached_objects.get_or_create(&runtime).set(i64::from(view.runtime().is_some()));
 
         let mut text = String::new();
-        // Writing into a String cannot fail.
+        // fmt::Write for String never returns an error, so the result carries nothing.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }

@@ -9,8 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::binary;
-
 const FOLDER_PREFIX: &str = "vmruntime-gate-e2e-";
 const TOKEN: &str = "e2e-admin-token";
 /// Token of a user that RBAC grants nothing.
@@ -62,15 +60,7 @@ impl ControlPlane {
         let folder =
             tempfile::Builder::new().prefix(&format!("{FOLDER_PREFIX}{}-", std::process::id())).tempdir().unwrap();
         let certs = folder.path().join("certs");
-        let status = Command::new(binary())
-            .args(["certs", "--out"])
-            .arg(&certs)
-            .args(["--dns-name", "localhost", "--ip", "127.0.0.1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "vmruntime-gate certs failed");
+        super::make_certs(&certs);
         // The API server reads service account verification keys only as public keys or SEC1/PKCS#1
         // private keys, not as the PKCS#8 key that `certs` writes.
         let key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(certs.join("tls.key")).unwrap()).unwrap();

@@ -1,7 +1,7 @@
 //! Shared steps of the end-to-end tests: CRDs, the live-mode webhook and its configurations.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use super::control_plane::ControlPlane;
-use super::{Daemon, Tls, Webhook, binary, client};
+use super::{Daemon, Tls, Webhook, binary, client, make_certs};
 
 fn repository() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -70,15 +70,7 @@ webhooks:
 /// Starts the webhook in live mode against the control plane's kubeconfig.
 pub fn start_live_webhook(control_plane: &ControlPlane) -> Webhook {
     let certs = tempfile::tempdir().unwrap();
-    let status = Command::new(binary())
-        .args(["certs", "--out"])
-        .arg(certs.path())
-        .args(["--dns-name", "localhost", "--ip", "127.0.0.1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    make_certs(certs.path());
     let mut command = Command::new(binary());
     command
         .env("KUBECONFIG", &control_plane.kubeconfig)
@@ -197,4 +189,18 @@ pub fn get_json(control_plane: &ControlPlane, args: &[&str]) -> Value {
     let mut full = args.to_vec();
     full.extend(["-o", "json"]);
     serde_json::from_str(&control_plane.kubectl_ok(&full, None)).unwrap()
+}
+
+/// Starts the webhook in live mode, registers it with the API server, and creates the Nodes
+/// `worker-0` and `worker-1`: the common start of the preflight and operator walkthroughs.
+pub async fn webhook_and_two_nodes(control_plane: &ControlPlane) -> Webhook {
+    let webhook = start_live_webhook(control_plane);
+    wait_ready(&webhook).await;
+    control_plane
+        .kubectl_ok(&["apply", "-f", "-"], Some(&webhook_configurations(webhook.listen.port(), &webhook.ca_file)));
+    for node in ["worker-0", "worker-1"] {
+        let object = format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {node}}}\n");
+        control_plane.kubectl_ok(&["create", "-f", "-"], Some(&object));
+    }
+    webhook
 }

@@ -19,6 +19,20 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_vmruntime-gate")
 }
 
+/// Writes a CA and a serving certificate and key for localhost and 127.0.0.1 into `folder` with
+/// the `certs` command.
+pub fn make_certs(folder: &Path) {
+    let status = Command::new(binary())
+        .args(["certs", "--out"])
+        .arg(folder)
+        .args(["--dns-name", "localhost", "--ip", "127.0.0.1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the certs command failed");
+}
+
 /// A running webhook process, killed on drop.
 pub struct Webhook {
     child: Child,
@@ -33,15 +47,7 @@ impl Webhook {
     /// Starts the webhook on the cluster state in `state` with extra flags.
     pub fn start(state: &Path, extra: &[&str]) -> Webhook {
         let certs = tempfile::tempdir().unwrap();
-        let status = Command::new(binary())
-            .args(["certs", "--out"])
-            .arg(certs.path())
-            .args(["--dns-name", "localhost", "--ip", "127.0.0.1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "certs command failed");
+        make_certs(certs.path());
 
         let mut command = Command::new(binary());
         command
@@ -189,7 +195,7 @@ pub fn patch_operations(response: &Value) -> Vec<Value> {
     serde_json::from_slice(&bytes).unwrap()
 }
 
-/// An AdmissionReview v1 request for `group`/`kind`.
+/// Builds an AdmissionReview v1 request for `group`/`kind`.
 pub fn review(group: &str, kind: &str, operation: &str, object: Value, old_object: Value) -> Value {
     let name = object.pointer("/metadata/name").or_else(|| old_object.pointer("/metadata/name")).cloned();
     json!({
@@ -216,7 +222,7 @@ fn uuid_like() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// A VMRuntime named `vmruntime`; `spec` and `annotations` are left out when null.
+/// Builds a VMRuntime named `vmruntime`, leaving out `spec` and `annotations` when they are null.
 pub fn runtime(spec: Value, annotations: Value) -> Value {
     let mut object =
         json!({"apiVersion": "vm.cluster.gke.io/v1", "kind": "VMRuntime", "metadata": {"name": "vmruntime"}});
@@ -245,7 +251,7 @@ pub const RUNTIME_ENABLED: &str =
 pub const RUNTIME_DISABLED: &str =
     "apiVersion: vm.cluster.gke.io/v1\nkind: VMRuntime\nmetadata: {name: vmruntime}\nspec: {enabled: false}";
 
-/// A preflight check document; `failure` adds a failed KVM result on that node.
+/// Writes a preflight check document, with a failed KVM result on node `failure` when given.
 pub fn check(name: &str, created: &str, pass: Option<bool>, failure: Option<&str>) -> String {
     let mut text = format!(
         "apiVersion: vm.cluster.gke.io/v1\nkind: VMRuntimePreflightCheck\n\
