@@ -18,16 +18,16 @@ pub const QCOW2_WARNING: &str =
     "spec.vmImageFormat is qcow2: images use less disk space, but disk writes are slower than raw";
 
 pub fn decide(request: &Request, settings: Settings) -> Decision {
-    let Some(object) = request.object.as_ref() else {
+    let Some(object) = request.raw_object.as_ref() else {
         return Decision::allow();
     };
-    if !matches!(request.inner.operation, Operation::Create | Operation::Update) || is_deleting(object) {
+    if !matches!(request.operation, Operation::Create | Operation::Update) || is_deleting(object) {
         return Decision::allow();
     }
 
     let mut decision = Decision::allow();
     decision.patch = default_patch(object, settings);
-    let old_spec = request.inner.old_object.as_ref().and_then(|old| old.data.get("spec"));
+    let old_spec = request.raw_old_object.as_ref().and_then(|old| old.get("spec"));
     decision.warnings = warnings(object.get("spec"), old_spec);
     decision
 }

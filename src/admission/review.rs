@@ -1,10 +1,18 @@
 //! Decoding of AdmissionReview requests and encoding of the responses, in `admission.k8s.io/v1`
 //! and `v1beta1`. The response uses the version of the request and always carries its uid.
+//!
+//! A review decodes in one pass into borrowed fields. The objects stay undecoded JSON text unless
+//! the request is about the VMRuntime. Only a body that fails that pass is decoded again, step by
+//! step, to name what is wrong with it.
+
+use std::borrow::Cow;
 
 use base64::Engine;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::core::{DynamicObject, Status, TypeMeta};
+use kube::core::DynamicObject;
+use kube::core::admission::Operation;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use thiserror::Error;
 
 use super::{Decision, Endpoint, Request, Settings, decide};
@@ -34,159 +42,312 @@ pub enum ReviewError {
     MissingUid,
 }
 
-/// The response to one review, with the facts that a log line or a metric needs.
+/// The response to one review, with the facts that a log line or a metric needs. Strings borrow
+/// from the request body where they can.
 #[derive(Debug)]
-pub struct Outcome {
-    pub review: AdmissionReview<DynamicObject>,
-    pub uid: String,
-    pub kind: String,
-    pub namespace: String,
-    pub name: String,
+pub struct Outcome<'a> {
+    /// The AdmissionReview version of the request, which the response repeats.
+    pub api_version: &'static str,
+    pub uid: Cow<'a, str>,
+    pub kind: Cow<'a, str>,
+    pub namespace: Cow<'a, str>,
+    pub name: Cow<'a, str>,
     pub operation: &'static str,
     pub dry_run: bool,
     pub allowed: bool,
     /// allowed, patched, denied, or malformed for a request whose fields could not be decoded.
     pub result: &'static str,
-    pub message: String,
+    pub decision: Decision,
 }
 
-impl Outcome {
-    /// Returns the AdmissionReview response as JSON, with `response.patch` as a base64 string, the
-    /// encoding of a byte field in the Kubernetes API. kube serializes it as an array of numbers.
-    pub fn to_value(&self) -> Value {
-        // An AdmissionReview of strings, numbers and maps always serializes.
-        let mut value = serde_json::to_value(&self.review).unwrap_or_default();
-        if let Some(patch) = value.pointer_mut("/response/patch") {
-            let bytes =
-                self.review.response.as_ref().and_then(|response| response.patch.as_deref()).unwrap_or_default();
-            *patch = Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+impl Outcome<'_> {
+    /// Copies the borrowed strings, so that the outcome outlives the request body.
+    pub fn into_owned(self) -> Outcome<'static> {
+        let owned = |text: Cow<'_, str>| Cow::Owned(text.into_owned());
+        Outcome {
+            uid: owned(self.uid),
+            kind: owned(self.kind),
+            namespace: owned(self.namespace),
+            name: owned(self.name),
+            ..self
         }
-        value
     }
 
+    /// Returns the reason of a denial, or an empty string.
+    pub fn message(&self) -> &str {
+        &self.decision.message
+    }
+
+    /// Returns the AdmissionReview response as a JSON value.
+    pub fn to_value(&self) -> Value {
+        // Strings, numbers and booleans always serialize.
+        serde_json::to_value(self.wire()).unwrap_or_default()
+    }
+
+    /// Returns the AdmissionReview response as JSON text.
     pub fn to_json(&self) -> Vec<u8> {
-        let has_patch = self.review.response.as_ref().is_some_and(|response| response.patch.is_some());
-        if has_patch {
-            serde_json::to_vec(&self.to_value()).unwrap_or_default()
-        } else {
-            serde_json::to_vec(&self.review).unwrap_or_default()
+        let mut json = Vec::with_capacity(256);
+        // Writing strings, numbers and booleans into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut json, &self.wire());
+        json
+    }
+
+    fn wire(&self) -> WireResponseReview<'_> {
+        let decision = &self.decision;
+        let status = (!decision.allowed).then(|| WireStatus {
+            status: "Failure",
+            message: &decision.message,
+            reason: decision.reason,
+            code: decision.code,
+        });
+        // `response.patch` is a byte field, which the Kubernetes API encodes as base64.
+        let patch = (!decision.patch.0.is_empty()).then(|| {
+            let json = serde_json::to_vec(&decision.patch).unwrap_or_default();
+            base64::engine::general_purpose::STANDARD.encode(json)
+        });
+        WireResponseReview {
+            api_version: self.api_version,
+            kind: "AdmissionReview",
+            response: WireResponse {
+                uid: &self.uid,
+                allowed: decision.allowed,
+                status,
+                patch_type: patch.as_ref().map(|_| "JSONPatch"),
+                patch,
+                warnings: &decision.warnings,
+            },
         }
     }
+}
+
+#[derive(Serialize)]
+struct WireResponseReview<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    kind: &'static str,
+    response: WireResponse<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireResponse<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<WireStatus<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    warnings: &'a [String],
+}
+
+#[derive(Serialize)]
+struct WireStatus<'a> {
+    status: &'static str,
+    message: &'a str,
+    reason: &'static str,
+    code: u16,
+}
+
+/// The AdmissionReview as the API server sends it, with only the fields a decision reads.
+#[derive(Deserialize)]
+struct WireReview<'a> {
+    #[serde(default, borrow, rename = "apiVersion")]
+    api_version: Cow<'a, str>,
+    #[serde(default, borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    request: Option<WireRequest<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireRequest<'a> {
+    #[serde(borrow)]
+    uid: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: WireKind<'a>,
+    operation: Operation,
+    #[serde(default, borrow)]
+    name: Cow<'a, str>,
+    #[serde(default, borrow)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    sub_resource: Option<Cow<'a, str>>,
+    #[serde(default)]
+    dry_run: Option<bool>,
+    #[serde(default, borrow)]
+    object: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    old_object: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct WireKind<'a> {
+    #[serde(default, borrow)]
+    group: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
 }
 
 /// Decodes `body`, decides it on `endpoint` and builds the AdmissionReview response.
-pub fn review(endpoint: Endpoint, body: &[u8], view: &ClusterView, settings: Settings) -> Result<Outcome, ReviewError> {
+pub fn review<'a>(
+    endpoint: Endpoint,
+    body: &'a [u8],
+    view: &ClusterView,
+    settings: Settings,
+) -> Result<Outcome<'a>, ReviewError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ReviewError::Empty);
     }
-    if let Some(outcome) = review_well_formed(endpoint, body, view, settings) {
-        return Ok(outcome);
+    match serde_json::from_slice::<WireReview<'a>>(body) {
+        Ok(wire) => {
+            let api_version = SUPPORTED_VERSIONS.into_iter().find(|version| *version == wire.api_version);
+            match (api_version, wire.request) {
+                (Some(api_version), Some(request)) if wire.kind == "AdmissionReview" && !request.uid.is_empty() => {
+                    Ok(decide_request(endpoint, api_version, request, view, settings))
+                }
+                // Each case that reaches this arm fails one of the header checks, which names it.
+                _ => Err(check_header(body).err().unwrap_or(ReviewError::MissingRequest)),
+            }
+        }
+        Err(error) => {
+            let header = check_header(body)?;
+            Ok(malformed(header, &error.to_string()))
+        }
     }
-    review_checked(endpoint, body, view, settings)
 }
 
-/// The whole review as the API server sends it, decoded in one pass.
-#[derive(serde::Deserialize)]
-struct WireReview {
-    #[serde(default, rename = "apiVersion")]
-    api_version: String,
-    #[serde(default)]
-    kind: String,
-    #[serde(default)]
-    request: Option<AdmissionRequest<DynamicObject>>,
-}
-
-/// Decides a review that decodes in one pass with a supported version and a uid, which is every
-/// review the API server sends. Returns `None` for anything else, which the checked path handles.
-fn review_well_formed(endpoint: Endpoint, body: &[u8], view: &ClusterView, settings: Settings) -> Option<Outcome> {
-    let wire: WireReview = serde_json::from_slice(body).ok()?;
-    let mut inner = wire.request?;
-    if !SUPPORTED_VERSIONS.contains(&wire.api_version.as_str())
-        || wire.kind != "AdmissionReview"
-        || inner.uid.is_empty()
-    {
-        return None;
-    }
-    inner.types = TypeMeta { api_version: wire.api_version, kind: wire.kind };
-    let summary = Summary {
-        kind: inner.kind.kind.clone(),
-        namespace: inner.namespace.clone().unwrap_or_default(),
-        name: inner.name.clone(),
-        dry_run: inner.dry_run,
-    };
-    let mut request = Request { inner, object: None };
-    // Only the mutating decision reads the raw object, so only it pays for a second parse.
-    if endpoint == Endpoint::Mutate && request.is_vmruntime() {
-        let value: Value = serde_json::from_slice(body).ok()?;
-        request.object = value.pointer("/request/object").filter(|object| !object.is_null()).cloned();
-    }
-    let decision = decide(endpoint, &request, view, settings);
-    Some(respond(&request.inner, summary, decision))
-}
-
-/// Decodes step by step, so that each way a body can be broken gets its own error, and a request
-/// whose uid is readable gets a response with that uid even when its other fields are not.
-fn review_checked(
+fn decide_request<'a>(
     endpoint: Endpoint,
-    body: &[u8],
+    api_version: &'static str,
+    wire: WireRequest<'a>,
     view: &ClusterView,
     settings: Settings,
-) -> Result<Outcome, ReviewError> {
+) -> Outcome<'a> {
+    let mut request = Request {
+        group: wire.kind.group,
+        kind: wire.kind.kind,
+        operation: wire.operation,
+        name: wire.name,
+        sub_resource: wire.sub_resource,
+        object: None,
+        old_object: None,
+        raw_object: None,
+        raw_old_object: None,
+    };
+    let decision = if request.is_vmruntime() {
+        match decode_objects(endpoint, &mut request, wire.object, wire.old_object) {
+            Ok(()) => decide(endpoint, &request, view, settings),
+            Err(message) => {
+                let header = Header {
+                    api_version,
+                    uid: wire.uid,
+                    kind: request.kind,
+                    namespace: wire.namespace.unwrap_or_default(),
+                    name: request.name,
+                    dry_run: wire.dry_run.unwrap_or(false),
+                };
+                return malformed(header, &message);
+            }
+        }
+    } else {
+        decide(endpoint, &request, view, settings)
+    };
+    Outcome {
+        api_version,
+        uid: wire.uid,
+        kind: request.kind,
+        namespace: wire.namespace.unwrap_or_default(),
+        name: request.name,
+        operation: operation_name(&request.operation),
+        dry_run: wire.dry_run.unwrap_or(false),
+        allowed: decision.allowed,
+        result: decision.result_label(),
+        decision,
+    }
+}
+
+/// Decodes the object and the old object of a VMRuntime request, naming the field that fails:
+/// as Kubernetes objects for `/validate`, as JSON values for `/mutate`.
+fn decode_objects(
+    endpoint: Endpoint,
+    request: &mut Request<'_>,
+    object: Option<&RawValue>,
+    old_object: Option<&RawValue>,
+) -> Result<(), String> {
+    match endpoint {
+        Endpoint::Validate => {
+            // Decoding through a value gives errors without a position inside the object's text,
+            // which would not match a position in the body.
+            let typed = |raw: Option<&RawValue>, field: &str| {
+                raw.map(|raw| {
+                    let value: Value = serde_json::from_str(raw.get())?;
+                    DynamicObject::deserialize(&value)
+                })
+                .transpose()
+                .map_err(|error| format!("request.{field} is not a Kubernetes object: {error}"))
+            };
+            request.object = typed(object, "object")?;
+            request.old_object = typed(old_object, "oldObject")?;
+        }
+        Endpoint::Mutate => {
+            let value = |raw: Option<&RawValue>, field: &str| {
+                raw.map(|raw| serde_json::from_str::<Value>(raw.get()))
+                    .transpose()
+                    .map_err(|error| format!("request.{field} is not JSON: {error}"))
+            };
+            request.raw_object = value(object, "object")?;
+            request.raw_old_object = value(old_object, "oldObject")?;
+        }
+    }
+    Ok(())
+}
+
+/// The fields of a review whose request does not decode that its response and log line need.
+struct Header<'a> {
+    api_version: &'static str,
+    uid: Cow<'a, str>,
+    kind: Cow<'a, str>,
+    namespace: Cow<'a, str>,
+    name: Cow<'a, str>,
+    dry_run: bool,
+}
+
+/// Checks the body step by step, so that each way a body can be broken gets its own error, and
+/// returns the fields that identify the request when its uid is readable.
+fn check_header(body: &[u8]) -> Result<Header<'static>, ReviewError> {
     let value: Value = serde_json::from_slice(body).map_err(|error| ReviewError::NotJson(error.to_string()))?;
-    let Value::Object(mut fields) = value else {
+    let Value::Object(fields) = value else {
         return Err(ReviewError::NotObject);
     };
-
     let api_version = fields.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
-    if !SUPPORTED_VERSIONS.contains(&api_version) {
+    let Some(api_version) = SUPPORTED_VERSIONS.into_iter().find(|version| *version == api_version) else {
         return Err(ReviewError::UnsupportedVersion(fields.get("apiVersion").unwrap_or(&Value::Null).to_string()));
-    }
+    };
     let kind = fields.get("kind").and_then(Value::as_str).unwrap_or_default();
     if kind != "AdmissionReview" {
         return Err(ReviewError::WrongKind(fields.get("kind").unwrap_or(&Value::Null).to_string()));
     }
-    let types = TypeMeta { api_version: api_version.to_owned(), kind: kind.to_owned() };
-
-    let request = match fields.remove("request") {
-        Some(request @ Value::Object(_)) => request,
-        _ => return Err(ReviewError::MissingRequest),
+    let Some(request @ Value::Object(_)) = fields.get("request") else {
+        return Err(ReviewError::MissingRequest);
     };
     let uid = match request.get("uid") {
         Some(Value::String(uid)) if !uid.is_empty() => uid.clone(),
         _ => return Err(ReviewError::MissingUid),
     };
-    let summary = Summary::of(&request);
-    let object = request.get("object").filter(|object| !object.is_null()).cloned();
-
-    let mut inner: AdmissionRequest<DynamicObject> = match serde_json::from_value(request) {
-        Ok(inner) => inner,
-        Err(error) => return Ok(malformed(types, uid, summary, &error)),
-    };
-    inner.types = types;
-    let request = Request { inner, object };
-    let decision = decide(endpoint, &request, view, settings);
-    Ok(respond(&request.inner, summary, decision))
-}
-
-/// Identifying fields read from the raw request, so that even a request whose fields do not decode
-/// can be logged with its kind and name.
-struct Summary {
-    kind: String,
-    namespace: String,
-    name: String,
-    dry_run: bool,
-}
-
-impl Summary {
-    fn of(request: &Value) -> Summary {
-        let text = |pointer: &str| request.pointer(pointer).and_then(Value::as_str).unwrap_or_default().to_owned();
-        Summary {
-            kind: text("/kind/kind"),
-            namespace: text("/namespace"),
-            name: text("/name"),
-            dry_run: request.get("dryRun").and_then(Value::as_bool).unwrap_or(false),
-        }
-    }
+    let text =
+        |pointer: &str| Cow::Owned(request.pointer(pointer).and_then(Value::as_str).unwrap_or_default().to_owned());
+    Ok(Header {
+        api_version,
+        uid: Cow::Owned(uid),
+        kind: text("/kind/kind"),
+        namespace: text("/namespace"),
+        name: text("/name"),
+        dry_run: request.get("dryRun").and_then(Value::as_bool).unwrap_or(false),
+    })
 }
 
 fn operation_name(operation: &Operation) -> &'static str {
@@ -198,58 +359,27 @@ fn operation_name(operation: &Operation) -> &'static str {
     }
 }
 
-fn respond(request: &AdmissionRequest<DynamicObject>, summary: Summary, decision: Decision) -> Outcome {
-    let result = decision.result_label();
-    let mut response = AdmissionResponse::from(request);
-    if !decision.allowed {
-        response = response.deny(&decision.message);
-        response.result.status = Some(kube::core::response::StatusSummary::Failure);
-        response.result.code = decision.code;
-        response.result.reason = decision.reason.to_owned();
-    }
-    if !decision.patch.0.is_empty() {
-        let operations = decision.patch.clone();
-        response = match response.with_patch(operations) {
-            Ok(patched) => patched,
-            // Patch operations hold JSON values and pointers, which always serialize.
-            Err(error) => AdmissionResponse::from(request).deny(format!("cannot encode patch: {error}")),
-        };
-    }
-    if !decision.warnings.is_empty() {
-        response.warnings = Some(decision.warnings);
-    }
-    Outcome {
-        review: response.into_review(),
-        uid: request.uid.clone(),
-        kind: summary.kind,
-        namespace: summary.namespace,
-        name: summary.name,
-        operation: operation_name(&request.operation),
-        dry_run: summary.dry_run,
-        allowed: decision.allowed,
-        result,
-        message: decision.message,
-    }
-}
-
 /// Denies a request whose uid is known but whose other fields do not decode, with HTTP code 400.
-fn malformed(types: TypeMeta, uid: String, summary: Summary, error: &serde_json::Error) -> Outcome {
-    let message = format!("invalid AdmissionReview request: {error}");
-    let mut response = AdmissionResponse::invalid(&message);
-    response.types = types;
-    response.uid = uid.clone();
-    response.result = Status::failure(&message, "BadRequest").with_code(400);
+fn malformed<'a>(header: Header<'a>, error: &str) -> Outcome<'a> {
+    let decision = Decision {
+        allowed: false,
+        code: 400,
+        reason: "BadRequest",
+        message: format!("invalid AdmissionReview request: {error}"),
+        patch: json_patch::Patch(Vec::new()),
+        warnings: Vec::new(),
+    };
     Outcome {
-        review: response.into_review(),
-        uid,
-        kind: summary.kind,
-        namespace: summary.namespace,
-        name: summary.name,
+        api_version: header.api_version,
+        uid: header.uid,
+        kind: header.kind,
+        namespace: header.namespace,
+        name: header.name,
         operation: "UNKNOWN",
-        dry_run: summary.dry_run,
+        dry_run: header.dry_run,
         allowed: false,
         result: MALFORMED,
-        message,
+        decision,
     }
 }
 
@@ -369,5 +499,67 @@ mod tests {
             assert_eq!(response["allowed"], true);
             assert!(response.get("patch").is_none());
         }
+    }
+    #[test]
+    fn malformed_vmruntime_object_named_on_validate() {
+        let mut object = mk_runtime(json!(true), None);
+        object["metadata"]["annotations"] = json!("not a map");
+        let review_json = mk_review("vm.cluster.gke.io", "VMRuntime", "CREATE", object, Value::Null);
+        let outcome = run(Endpoint::Validate, &review_json, &mk_view(None, vec![]));
+        let response = response(&outcome);
+        assert_eq!(outcome.result, MALFORMED);
+        assert_eq!(response["uid"], "uid-1");
+        assert_eq!(response["status"]["code"], 400);
+        let message = response["status"]["message"].as_str().unwrap();
+        assert!(message.contains("request.object is not a Kubernetes object"), "{message}");
+    }
+
+    #[test]
+    fn vm_object_not_decoded() {
+        // A VM creation is decided by its kind, so fields of the object that the decision does not
+        // read cannot make the review malformed.
+        let review_json = mk_review(
+            "vm.cluster.gke.io",
+            "VirtualMachine",
+            "CREATE",
+            json!({"metadata": {"name": "web-0", "annotations": 7}, "spec": [1, 2]}),
+            Value::Null,
+        );
+        let outcome = run(Endpoint::Validate, &review_json, &mk_view(None, vec![]));
+        assert_eq!(outcome.result, "denied");
+        assert_eq!(response(&outcome)["status"]["code"], 403);
+    }
+
+    #[test]
+    fn escaped_strings_round_trip() {
+        let mut review_json =
+            mk_review("apps", "Deployment", "CREATE", json!({"metadata": {"name": "d"}}), Value::Null);
+        review_json["request"]["uid"] = json!("uid-\"quoted\"-\u{e9}");
+        review_json["request"]["name"] = json!("d\n2");
+        let outcome = run(Endpoint::Validate, &review_json, &mk_view(None, vec![]));
+        assert_eq!(outcome.name, "d\n2");
+        assert_eq!(response(&outcome)["uid"], "uid-\"quoted\"-\u{e9}");
+    }
+
+    #[test]
+    fn duplicate_request_field_is_malformed() {
+        let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u-2",
+            "kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE","operation":"DELETE"}}"#;
+        let outcome = review(Endpoint::Validate, body, &mk_view(None, vec![]), Settings::default()).unwrap();
+        assert_eq!(outcome.result, MALFORMED);
+        assert!(outcome.message().contains("duplicate field `operation`"), "{}", outcome.message());
+        assert_eq!(response(&outcome)["uid"], "u-2");
+    }
+
+    #[test]
+    fn allowed_response_has_no_status() {
+        let review_json = mk_review("apps", "Deployment", "CREATE", json!({"metadata": {"name": "d"}}), Value::Null);
+        let json = run(Endpoint::Validate, &review_json, &mk_view(None, vec![])).to_json();
+        let value: Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(
+            value,
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "response": {"uid": "uid-1", "allowed": true}})
+        );
     }
 }

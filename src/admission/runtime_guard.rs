@@ -18,13 +18,12 @@ use crate::resources::vmruntime::{FORCE_DISABLE_ANNOTATION, VMRUNTIME_NAME};
 pub const MAX_LISTED_VMS: usize = 10;
 
 pub fn decide(request: &Request, view: &ClusterView) -> Decision {
-    let inner = &request.inner;
-    match inner.operation {
+    match request.operation {
         Operation::Create => {
-            let Some(object) = inner.object.as_ref() else {
+            let Some(object) = request.object.as_ref() else {
                 return Decision::invalid("CREATE request has no object");
             };
-            let name = object.metadata.name.as_deref().unwrap_or(&inner.name);
+            let name = object.metadata.name.as_deref().unwrap_or(&request.name);
             if name != VMRUNTIME_NAME {
                 return Decision::invalid(format!(
                     "VMRuntime {name:?} is not allowed: a cluster has one VMRuntime and it must be named \
@@ -35,7 +34,7 @@ pub fn decide(request: &Request, view: &ClusterView) -> Decision {
             validate_fields(object).unwrap_or_else(Decision::allow)
         }
         Operation::Update => {
-            let (Some(object), Some(old)) = (inner.object.as_ref(), inner.old_object.as_ref()) else {
+            let (Some(object), Some(old)) = (request.object.as_ref(), request.old_object.as_ref()) else {
                 return Decision::invalid("UPDATE request needs both object and oldObject");
             };
             if object.metadata.deletion_timestamp.is_some() || old.metadata.deletion_timestamp.is_some() {
@@ -50,10 +49,10 @@ pub fn decide(request: &Request, view: &ClusterView) -> Decision {
             Decision::allow()
         }
         Operation::Delete => {
-            if inner.name != VMRUNTIME_NAME {
+            if request.name != VMRUNTIME_NAME {
                 return Decision::allow();
             }
-            let (enabled, forced) = match inner.old_object.as_ref() {
+            let (enabled, forced) = match request.old_object.as_ref() {
                 Some(old) if old.metadata.deletion_timestamp.is_some() => return Decision::allow(),
                 Some(old) => (is_enabled(old), is_forced(old)),
                 // The API server sends oldObject on DELETE; without it the view is the best record.

@@ -47,9 +47,9 @@ pub fn mk_runtime(enabled: Value, force: Option<&str>) -> Value {
     object
 }
 
-pub fn run(endpoint: Endpoint, review_json: &Value, view: &ClusterView) -> Outcome {
+pub fn run(endpoint: Endpoint, review_json: &Value, view: &ClusterView) -> Outcome<'static> {
     let body = serde_json::to_vec(review_json).unwrap();
-    review(endpoint, &body, view, Settings::default()).expect("review decodes")
+    review(endpoint, &body, view, Settings::default()).expect("review decodes").into_owned()
 }
 
 /// Returns the `response` object of an outcome as JSON.

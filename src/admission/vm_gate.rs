@@ -18,7 +18,8 @@ pub fn decide(kind: VmKind, view: &ClusterView) -> Decision {
     if !view.is_loaded() {
         return Decision::not_loaded();
     }
-    let cannot_create = format!("cannot create {kind}");
+    // Formatted only into a denial, so that an allowed request allocates nothing.
+    let cannot_create = CannotCreate(kind);
 
     let Some(runtime) = view.runtime() else {
         return Decision::forbidden(format!(
@@ -57,6 +58,14 @@ pub fn decide(kind: VmKind, view: &ClusterView) -> Decision {
         CheckOutcome::Failed(failures) => {
             Decision::forbidden(format!("{cannot_create}: {}", describe_failure(&check.name, failures)))
         }
+    }
+}
+
+struct CannotCreate(VmKind);
+
+impl std::fmt::Display for CannotCreate {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "cannot create {}", self.0)
     }
 }
 

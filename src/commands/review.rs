@@ -31,7 +31,7 @@ fn review(args: &ReviewArgs) -> Result<bool, String> {
     let outcome = admission::review(args.endpoint, &body, &view, settings)
         .map_err(|error| format!("{}: {error}", args.file.display()))?;
     if outcome.result == admission::review::MALFORMED {
-        return Err(format!("{}: {}", args.file.display(), outcome.message));
+        return Err(format!("{}: {}", args.file.display(), outcome.message()));
     }
     let text = serde_json::to_string_pretty(&outcome.to_value()).map_err(|error| error.to_string())?;
     println!("{text}");

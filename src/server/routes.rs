@@ -4,11 +4,13 @@
 //! Content-Type other than JSON 415, each with a one-line reason. Every decodable review gets
 //! HTTP 200 with an AdmissionReview response, and one log line.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Router, body::Bytes};
@@ -36,25 +38,61 @@ pub fn router(state: AdmissionState) -> Router {
         .with_state(state)
 }
 
-async fn mutate(state: State<AdmissionState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    handle(Endpoint::Mutate, state, headers, body)
+async fn mutate(
+    state: State<AdmissionState>,
+    content_type: ContentType,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(Endpoint::Mutate, state, content_type, body)
 }
 
-async fn validate(state: State<AdmissionState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    handle(Endpoint::Validate, state, headers, body)
+async fn validate(
+    state: State<AdmissionState>,
+    content_type: ContentType,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    handle(Endpoint::Validate, state, content_type, body)
+}
+
+/// The Content-Type header of a request, read without copying the other headers.
+struct ContentType(Option<HeaderValue>);
+
+impl ContentType {
+    fn is_json(&self) -> bool {
+        let Some(value) = self.0.as_ref().and_then(|value| value.to_str().ok()) else {
+            return false;
+        };
+        let media_type = value.split(';').next().unwrap_or_default().trim();
+        media_type.eq_ignore_ascii_case("application/json")
+    }
+
+    fn describe(&self) -> Cow<'_, str> {
+        match &self.0 {
+            Some(value) => String::from_utf8_lossy(value.as_bytes()),
+            None => Cow::Borrowed("none"),
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ContentType {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ContentType(parts.headers.get(header::CONTENT_TYPE).cloned()))
+    }
 }
 
 fn handle(
     endpoint: Endpoint,
     State(state): State<AdmissionState>,
-    headers: HeaderMap,
+    content_type: ContentType,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
     let endpoint_name = endpoint.as_str();
 
-    if !is_json(&headers) {
-        let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("none");
+    if !content_type.is_json() {
+        let content_type = content_type.describe();
         let reason = format!("unsupported Content-Type {content_type:?}; send the AdmissionReview as application/json");
         warn!(endpoint = endpoint_name, %reason, "Rejected request");
         state.metrics.observe(endpoint_name, "", "", "415", started.elapsed().as_secs_f64());
@@ -103,7 +141,7 @@ fn handle(
                 dry_run = outcome.dry_run,
                 allowed = outcome.allowed,
                 result = outcome.result,
-                reason = %outcome.message,
+                reason = %outcome.message(),
                 latency_us = elapsed.as_micros() as u64,
                 "Admission decision"
             );
@@ -115,14 +153,6 @@ fn handle(
             plain(StatusCode::BAD_REQUEST, error.to_string())
         }
     }
-}
-
-fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()) else {
-        return false;
-    };
-    let media_type = value.split(';').next().unwrap_or_default().trim();
-    media_type.eq_ignore_ascii_case("application/json")
 }
 
 fn plain(status: StatusCode, reason: String) -> Response {
