@@ -39,6 +39,11 @@ pub async fn serve_tls(
             },
             () = shutdown.cancelled() => break,
         };
+        // Responses are small, and Nagle's algorithm would hold a small segment back while an
+        // earlier one is still unacknowledged.
+        if let Err(error) = stream.set_nodelay(true) {
+            debug!(%error, %peer, "Setting TCP_NODELAY failed");
+        }
         let acceptor = acceptor.clone();
         let router = router.clone();
         let watcher = graceful.watcher();
