@@ -4,6 +4,7 @@
 //! the lease exits, so that its restart starts again as a follower.
 
 pub mod checks;
+pub mod cluster_events;
 pub mod runtime;
 pub mod status;
 
@@ -26,6 +27,9 @@ use crate::resources::SYSTEM_NAMESPACE;
 
 /// Name of the Lease that the controller replicas compete for.
 pub const LEASE_NAME: &str = "vmruntime-gate-controller";
+
+/// `reportingController` of the controller's Events.
+pub const REPORTING_CONTROLLER: &str = "vmruntime-gate-controller";
 
 /// Settings of the controller.
 #[derive(Clone, Debug)]
@@ -129,8 +133,7 @@ async fn lead(client: Client, settings: Settings, stop: CancellationToken) {
         return;
     }
 
-    let reporter =
-        Reporter { controller: "vmruntime-gate-controller".to_owned(), instance: Some(settings.identity.clone()) };
+    let reporter = Reporter { controller: REPORTING_CONTROLLER.to_owned(), instance: Some(settings.identity.clone()) };
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client,

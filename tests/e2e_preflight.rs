@@ -240,4 +240,15 @@ async fn preflight_walkthrough() {
     })
     .await;
     assert_eq!(runtime["status"]["ready"], false, "{runtime}");
+
+    // An Event about the cluster-scoped VMRuntime goes to kube-system, which this 1.20 API server
+    // requires and newer ones accept.
+    let event = wait_for("the Disabled event", Duration::from_secs(20), || {
+        let events = get_json(&control_plane, &["get", "events.events.k8s.io", "-n", "kube-system"]);
+        events["items"].as_array()?.iter().find(|event| event["reason"] == "Disabled").cloned()
+    })
+    .await;
+    assert_eq!(event["regarding"]["kind"], "VMRuntime", "{event}");
+    assert_eq!(event["regarding"]["name"], "vmruntime", "{event}");
+    assert_eq!(event["reportingController"], "vmruntime-gate-controller", "{event}");
 }

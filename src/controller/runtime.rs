@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use super::checks::{self, CheckStore};
-use super::{Context, status};
+use super::{Context, cluster_events, status};
 use crate::cluster::VmKind;
 use crate::preflight::trigger::{self, FINGERPRINT_ANNOTATION, Fingerprint};
 use crate::preflight::{self, CHECK_NAME_PREFIX};
@@ -403,8 +403,8 @@ async fn delete_disks(context: &Context, namespace: &str, vm: &DynamicObject) ->
 
 async fn publish(context: &Context, runtime: &VMRuntime, type_: EventType, reason: &str, note: String) {
     let event =
-        Event { type_, reason: reason.to_owned(), note: Some(note), action: "VMRuntime".to_owned(), secondary: None };
-    if let Err(error) = context.recorder.publish(&event, &runtime.object_ref(&())).await {
+        cluster_events::build(runtime.object_ref(&()), &context.settings.identity, type_, reason, "VMRuntime", note);
+    if let Err(error) = cluster_events::publish(context, &event).await {
         warn!(%error, reason, "Publishing an event failed");
     }
 }
