@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -28,6 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OHA_VERSION = "1.16.0"
 CONNECTIONS = 64
+# Start-up lines only: one log line per decision would measure the logger.
+WEBHOOK_LOG = "warn,vmruntime_gate::commands::webhook=info"
+LIVE_TEST = ["cargo", "test", "--quiet", "--release", "--test", "bench_live", "--", "--ignored", "--nocapture"]
 
 
 def log(message):
@@ -157,16 +161,21 @@ class Server:
         os.unlink(self.log.name)
 
 
+def webhook_command(binary, certs, state):
+    return [binary, "webhook", "--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0",
+            "--tls-cert-file", certs / "tls.crt", "--tls-key-file", certs / "tls.key",
+            "--cluster-state", state, "--log-format", "json"]
+
+
+def baseline_command(binary, certs):
+    return [binary, "127.0.0.1:0", certs / "tls.crt", certs / "tls.key"]
+
+
 def start_webhook(binary, certs, state):
-    return Server(
-        [binary, "webhook", "--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0",
-         "--tls-cert-file", certs / "tls.crt", "--tls-key-file", certs / "tls.key",
-         "--cluster-state", state, "--log-format", "json"],
-        r'"listen":"127\.0\.0\.1:(\d+)"',
-    )
+    return Server(webhook_command(binary, certs, state), r'"listen":"127\.0\.0\.1:(\d+)"')
 
 
-def oha(binary, url, body, http2, seconds, rate=None):
+def oha_command(binary, url, body, http2, seconds, rate=None):
     # -w waits for the requests in flight at the deadline instead of counting them as aborted.
     command = [binary, "--no-tui", "--output-format", "json", "--insecure", "-z", f"{seconds}s", "-w",
                "-c", str(CONNECTIONS), "-m", "POST", "-T", "application/json", "-D", str(body), url]
@@ -174,6 +183,11 @@ def oha(binary, url, body, http2, seconds, rate=None):
         command.insert(1, "--http2")
     if rate:
         command[1:1] = ["-q", str(int(rate))]
+    return command
+
+
+def oha(binary, url, body, http2, seconds, rate=None):
+    command = oha_command(binary, url, body, http2, seconds, rate)
     result = subprocess.run(command, check=True, capture_output=True, text=True)
     report = json.loads(result.stdout)
     codes = report.get("statusCodeDistribution", {})
@@ -208,8 +222,7 @@ def main():
     oha_binary = ensure_oha()
     gate, baseline = build(release=not args.smoke)
     work = Path(tempfile.mkdtemp(prefix="vmruntime-gate-bench-"))
-    # Start-up lines only: one log line per decision would measure the logger.
-    os.environ["RUST_LOG"] = "warn,vmruntime_gate::commands::webhook=info"
+    os.environ["RUST_LOG"] = WEBHOOK_LOG
     try:
         certs = work / "certs"
         run([gate, "certs", "--out", certs, "--dns-name", "localhost", "--ip", "127.0.0.1"], stdout=subprocess.DEVNULL)
@@ -254,8 +267,7 @@ def main():
             return medians
 
         # The three servers run side by side; only the one under load uses the CPU.
-        baseline_server = Server([baseline, "127.0.0.1:0", certs / "tls.crt", certs / "tls.key"],
-                                 r"listening on 127\.0\.0\.1:(\d+)")
+        baseline_server = Server(baseline_command(baseline, certs), r"listening on 127\.0\.0\.1:(\d+)")
         webhooks = {state: start_webhook(gate, certs, work / state) for state in ("small", "large")}
         label = {"small": "10 VMs", "large": "10,000 VMs"}
         versions = ((False, "HTTP/1.1"), (True, "HTTP/2"))
@@ -316,11 +328,9 @@ def measure_live(release, vms):
         for line in exports.stdout.splitlines():
             name, _, value = line.removeprefix("export ").partition("=")
             environment[name] = value.strip("'")
-    profile = ["--release"] if release else []
+    command = LIVE_TEST if release else [part for part in LIVE_TEST if part != "--release"]
     log(f"live mode: {vms} VirtualMachines in the test API server")
-    result = subprocess.run(
-        ["cargo", "test", "--quiet", *profile, "--test", "bench_live", "--", "--ignored", "--nocapture"],
-        cwd=ROOT, env=environment, check=True, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=ROOT, env=environment, check=True, capture_output=True, text=True)
     match = re.search(r"live_rss_kib=(\d+)", result.stdout)
     if not match:
         raise SystemExit(f"bench: the live-mode run printed no peak RSS\n{result.stdout}\n{result.stderr}")
@@ -399,6 +409,10 @@ def run_in_process_bench(smoke):
     return times
 
 
+def shell_line(command):
+    return " ".join(shlex.quote(str(part)) for part in command)
+
+
 def write_report(results, rss, live_rss, seconds, runs, at_half, in_process, pauses):
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -415,6 +429,17 @@ def write_report(results, rss, live_rss, seconds, runs, at_half, in_process, pau
         "AdmissionReview): at full load with the baseline's full load over the same HTTP version, and at a fixed rate "
         "with the baseline at that rate. The fixed rate is half the lower maximum of the two cluster states, so that "
         "both states meet the same load. Absolute numbers vary by machine; the ratio is the figure to watch.",
+        "",
+        "Commands, with the paths shortened:",
+        "",
+        "```",
+        f"RUST_LOG={WEBHOOK_LOG} {shell_line(webhook_command('vmruntime-gate', Path('certs'), 'STATE'))}",
+        shell_line(baseline_command("baseline_server", Path("certs"))),
+        shell_line(oha_command("oha", "https://127.0.0.1:PORT/validate", "REVIEW.json", False, seconds)),
+        "#   with --http2 for HTTP/2, and -q RATE at a fixed rate",
+        "cargo bench --bench review",
+        f"BENCH_VMS=10000 {shell_line(LIVE_TEST)}",
+        "```",
         "",
         "| case | requests/s | ratio | p50 ms | ratio | p99 ms | ratio | p99.9 ms | ratio | failed |",
         "|---|---|---|---|---|---|---|---|---|---|",
