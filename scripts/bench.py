@@ -216,8 +216,12 @@ def main():
     parser.add_argument("--runs", type=int, default=3,
                         help="runs of each case, taken in turns, whose median is reported (default 3, or 1 with --smoke)")
     args = parser.parse_args()
+    if args.seconds is not None and args.seconds < 1:
+        parser.error(f"--seconds {args.seconds} is too small; give 1 or more")
+    if args.runs < 1:
+        parser.error(f"--runs {args.runs} is too small; give 1 or more")
     seconds = args.seconds or (1 if args.smoke else 10)
-    runs = 1 if args.smoke else max(1, args.runs)
+    runs = 1 if args.smoke else args.runs
 
     oha_binary = ensure_oha()
     gate, baseline = build(release=not args.smoke)
