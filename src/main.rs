@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::CommandFactory;
 use clap::Parser;
 use vmruntime_gate::cli::{Cli, Command};
 use vmruntime_gate::{agent, commands, controller, ctl, telemetry};
@@ -32,8 +31,7 @@ fn main() -> ExitCode {
         Command::Check(args) => return run_ctl(ctl::check::run(&args)),
         Command::Status(args) => return run_ctl(ctl::status::run(&args)),
         Command::Completion(args) => {
-            let mut command = Cli::command();
-            clap_complete::generate(args.shell, &mut command, "vmruntime-gate", &mut std::io::stdout());
+            print!("{}", commands::completion::script(args.shell));
             Ok(())
         }
         Command::Review(args) => return commands::review::run(&args),

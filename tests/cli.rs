@@ -169,3 +169,23 @@ async fn webhook_dev_creates_certificates_and_serves_example() {
     let response = admit(&client, &webhook.url("/validate"), &review).await;
     assert_eq!(response["allowed"], true);
 }
+
+#[test]
+fn bash_completes_subcommand_options() {
+    let output = Command::new(binary()).args(["completion", "bash"]).output().unwrap();
+    assert!(output.status.success());
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(script.path(), &output.stdout).unwrap();
+
+    // Calls the completion function as bash does for `vmruntime-gate disable --<TAB>`.
+    let complete = format!(
+        "source {}; COMP_WORDS=(vmruntime-gate disable --); COMP_CWORD=2; \
+         _vmruntime__gate vmruntime-gate -- disable; echo \"${{COMPREPLY[*]}}\"",
+        script.path().display()
+    );
+    let completed = Command::new("bash").args(["-c", &complete]).output().unwrap();
+    let words = String::from_utf8_lossy(&completed.stdout).into_owned();
+    assert!(completed.status.success(), "{}", String::from_utf8_lossy(&completed.stderr));
+    assert!(words.split_whitespace().any(|word| word == "--force"), "{words}");
+    assert!(words.split_whitespace().any(|word| word == "--wait"), "{words}");
+}
