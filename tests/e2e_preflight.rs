@@ -175,6 +175,26 @@ async fn preflight_walkthrough() {
     assert!(kvm["message"].as_str().unwrap().starts_with("warning:"), "{kvm}");
     vm_gate_answers(&control_plane, true).await;
 
+    // A kubelet upgrade on a node starts a new check by itself.
+    control_plane.kubectl_ok(
+        &[
+            "patch",
+            "node",
+            "worker-0",
+            "--subresource=status",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"status":{"nodeInfo":{"kubeletVersion":"v1.20.3"}}}"#,
+        ],
+        None,
+    );
+    let check = next_completed_check(&control_plane, Some(&name_of(&check))).await;
+    assert!(name_of(&check).starts_with("vmruntime-preflight-check-"), "{}", name_of(&check));
+    let reason = &check["metadata"]["annotations"]["vm.cluster.gke.io/preflight-reason"];
+    assert_eq!(reason, "the kubelet version of node worker-0 changed", "{check}");
+    assert_eq!(check["status"]["pass"], true, "{check}");
+
     // 5. With worker-1's agent stopped, a check fails after the node timeout.
     agent_1.kill();
     create_check_by_hand(&control_plane, "timeout-check").await;

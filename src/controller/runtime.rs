@@ -216,8 +216,7 @@ async fn create_check(
         *last = created.metadata.creation_timestamp.clone();
     }
     info!(check = %name, %reason, "Created preflight check");
-    // The event belongs to the namespaced check: API servers before 1.22 reject events.k8s.io
-    // Events about cluster-scoped objects such as the VMRuntime.
+    // The event is about the namespaced check, so it lives beside the check in its namespace.
     let event = Event {
         type_: EventType::Normal,
         reason: "Created".to_owned(),
