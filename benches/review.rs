@@ -4,9 +4,10 @@
 //! Runs each case with a view of 10 VMs and of 10,000 VMs with 1,000 preflight checks, so that a
 //! per-request cost that grows with the cluster shows up as a ratio above 1.
 //!
-//! `cargo bench --bench review` prints one line per case: `review case=NAME vms=N ns=TIME`, the
-//! fastest of several rounds, which is the least disturbed by other work on the machine. With
-//! `--quick` it runs one short round per case, which checks that the cases run but times nothing.
+//! `cargo bench --bench review` prints, for each case, one line per view,
+//! `review case=NAME vms=N ns=TIME` with the fastest of several rounds (the least disturbed by
+//! other work on the machine), then `review case=NAME ratio_10000_to_10=RATIO`. With `--quick` it
+//! runs one short round per case, which checks that the cases run but times nothing.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

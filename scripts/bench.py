@@ -212,16 +212,16 @@ def oha(binary, url, body, http2, seconds, rate=None):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="1 s per case with debug builds; check only that requests succeed")
-    parser.add_argument("--seconds", type=int, help="duration of each case (default 10, or 1 with --smoke)")
-    parser.add_argument("--runs", type=int, default=3,
+    parser.add_argument("--seconds", type=int, help="whole seconds of load per case (default 10, or 1 with --smoke)")
+    parser.add_argument("--runs", type=int,
                         help="runs of each case, taken in turns, whose median is reported (default 3, or 1 with --smoke)")
     args = parser.parse_args()
     if args.seconds is not None and args.seconds < 1:
         parser.error(f"--seconds {args.seconds} is too small; give 1 or more")
-    if args.runs < 1:
+    if args.runs is not None and args.runs < 1:
         parser.error(f"--runs {args.runs} is too small; give 1 or more")
     seconds = args.seconds or (1 if args.smoke else 10)
-    runs = 1 if args.smoke else args.runs
+    runs = args.runs or (1 if args.smoke else 3)
 
     oha_binary = ensure_oha()
     gate, baseline = build(release=not args.smoke)
@@ -284,9 +284,8 @@ def main():
                 name = f"VM CREATE /validate, {label[state]}, {version}"
                 cases.append((name, webhooks[state], "/validate", vm_create, base_name))
                 tops[state, http2] = name
-            if http2:
-                cases += [(f"VMRuntime CREATE /mutate, {label[state]}, {version}", webhooks[state], "/mutate",
-                           runtime_create, base_name) for state in ("small", "large")]
+            cases += [(f"VMRuntime CREATE /mutate, {label[state]}, {version}", webhooks[state], "/mutate",
+                       runtime_create, base_name) for state in ("small", "large")]
             medians = in_turns(cases, http2, None, "rps")
             for state in ("small", "large"):
                 tops[state, http2] = medians[tops[state, http2]]
@@ -307,17 +306,16 @@ def main():
         for server in (baseline_server, *webhooks.values()):
             server.stop()
 
-        live_rss = measure_live(release=not args.smoke, vms=100 if args.smoke else 10_000)
-
-        in_process = run_in_process_bench(args.smoke)
-        pauses = None if args.smoke else measure_pauses()
-
         if failures:
             raise SystemExit(f"bench: {failures} requests failed")
+
+        live_rss = measure_live(release=not args.smoke, vms=100 if args.smoke else 10_000)
+        in_process = run_in_process_bench(args.smoke)
+        pauses = None if args.smoke else measure_pauses()
         if args.smoke:
             print(f"bench smoke: every one of {sum(r['ok'] for r in results)} requests succeeded")
             return
-        write_report(results, rss, live_rss, seconds, runs, at_half, in_process, pauses)
+        write_report(results, rss, live_rss, seconds, runs, at_half, in_process, pauses, machine(oha_binary))
     finally:
         for server in list(Server.running):
             server.stop()
@@ -333,12 +331,43 @@ def measure_live(release, vms):
             name, _, value = line.removeprefix("export ").partition("=")
             environment[name] = value.strip("'")
     command = LIVE_TEST if release else [part for part in LIVE_TEST if part != "--release"]
-    log(f"live mode: {vms} VirtualMachines in the test API server")
-    result = subprocess.run(command, cwd=ROOT, env=environment, check=True, capture_output=True, text=True)
-    match = re.search(r"live_rss_kib=(\d+)", result.stdout)
+    log(f"live mode: {vms} VirtualMachines in the test API server: {shell_line(command)}")
+    stdout, stderr = run_in_group(command, environment)
+    match = re.search(r"live_rss_kib=(\d+)", stdout)
     if not match:
-        raise SystemExit(f"bench: the live-mode run printed no peak RSS\n{result.stdout}\n{result.stderr}")
+        raise SystemExit(f"bench: the live-mode run printed no peak RSS\n{stdout}\n{stderr}")
     return int(match.group(1))
+
+
+def run_in_group(command, environment):
+    """Runs `command` in a process group of its own and returns (stdout, stderr). When the run
+    fails or the bench is interrupted, the whole group stops: cargo, the test binary, and the etcd
+    and kube-apiserver it started."""
+    process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate()
+    except BaseException:
+        stop_group(process)
+        raise
+    if process.returncode != 0:
+        raise SystemExit(f"bench: {shell_line(command)} exited with {process.returncode}\n{stdout}\n{stderr}")
+    return stdout, stderr
+
+
+def stop_group(process):
+    """Sends SIGTERM to the process group of `process`, and SIGKILL to what is left after 5 s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=5)
+            # The leader is gone; members such as kube-apiserver may still be draining.
+            time.sleep(0.5)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def targets(results, rss, live_rss, at_half, in_process):
@@ -358,12 +387,12 @@ def targets(results, rss, live_rss, at_half, in_process):
         lines.append(f"| p99 under 2 ms at half the maximum, {version} | up to {worst:.3f} ms (the baseline at the same "
                      f"rate: {rows[0]['base']['p99']:.3f} ms) | {verdict(worst < 2)} |")
     p50_ratios = [rows[1]["median p50"] / rows[0]["median p50"] for rows in at_half.values()]
+    over_http = "; ".join(f"{version} {rows[1]['median p50']:.3f} / {rows[0]['median p50']:.3f} ms = "
+                          f"{rows[1]['median p50'] / rows[0]['median p50']:.2f}" for version, rows in at_half.items())
     nanos_ratios = [times[10000] / times[10] for times in in_process.values()]
-    lines.append(f"| p50 with 10,000 VMs within 1.1 times p50 with 10 VMs | over HTTP/1.1 and HTTP/2 at the same rate "
-                 f"(median p50 of the runs): "
-                 f"{', '.join(f'{ratio:.2f}' for ratio in p50_ratios)}; in process: "
-                 f"{', '.join(f'{ratio:.2f}' for ratio in nanos_ratios)} | "
-                 f"{verdict(max(p50_ratios + nanos_ratios) <= 1.1)} |")
+    in_process_text = ", ".join(f"{case} {times[10000] / times[10]:.2f}" for case, times in in_process.items())
+    lines.append(f"| p50 with 10,000 VMs within 1.1 times p50 with 10 VMs | at the same rate, median p50 of the runs: "
+                 f"{over_http}; in process: {in_process_text} | {verdict(max(p50_ratios + nanos_ratios) <= 1.1)} |")
     peak = max(rss["large"], live_rss) / 1024
     lines.append(f"| RSS at most 64 MiB with 10,000 VMs and 1,000 checks | up to {peak:.1f} MiB | {verdict(peak <= 64)} |")
     return lines
@@ -417,22 +446,44 @@ def shell_line(command):
     return " ".join(shlex.quote(str(part)) for part in command)
 
 
-def write_report(results, rss, live_rss, seconds, runs, at_half, in_process, pauses):
+def machine(oha_binary):
+    """Returns the facts about this machine and checkout that the figures depend on."""
+    def output(command):
+        try:
+            return subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return "unknown"
+
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
+    memory = re.search(r"MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text())
+    commit = output(["git", "describe", "--always", "--dirty"])
+    return {
+        "cpu": f"{os.cpu_count()} cores, {cpu}",
+        "memory": f"{int(memory.group(1)) / 1024 / 1024:.0f} GiB" if memory else "unknown",
+        "system": f"{platform.system()} {platform.release()}",
+        "rustc": output(["rustc", "--version"]),
+        "oha": output([oha_binary, "--version"]),
+        "commit": commit,
+    }
+
+
+def write_report(results, rss, live_rss, seconds, runs, at_half, in_process, pauses, facts):
     lines = [
         "# Benchmarks",
         "",
-        f"Measured by `scripts/bench.py` on {time.strftime('%Y-%m-%d')}: {os.cpu_count()} cores, {cpu}, "
-        f"{platform.system()} {platform.release()}. Load from oha {OHA_VERSION} in a separate process over TLS "
-        f"keep-alive, {CONNECTIONS} connections, {seconds} s per case, all on 127.0.0.1. The ratio compares each figure "
-        "with the baseline server (the same rustls settings, certificate, ALPN and HTTP stack, returning a fixed "
-        "AdmissionReview): at full load with the baseline's full load over the same HTTP version, and at a fixed rate "
-        "with the baseline at that rate. The fixed rate is half the lower maximum of the two cluster states, so that "
-        "both states meet the same load. Absolute numbers vary by machine; the ratio is the figure to watch.",
+        f"Measured by `scripts/bench.py` on {time.strftime('%Y-%m-%d')} at commit {facts['commit']}: {facts['cpu']}, "
+        f"{facts['memory']}, {facts['system']}, {facts['rustc']}. Load from {facts['oha']} in a separate process on the "
+        f"same cores, over TLS keep-alive, {CONNECTIONS} connections, {seconds} s per case, all on 127.0.0.1. The ratio "
+        "compares each figure with the baseline server (the same rustls settings, certificate, ALPN and HTTP stack, "
+        "returning a fixed AdmissionReview): at full load with the baseline's full load over the same HTTP version, "
+        "and at a fixed rate with the baseline at that rate. The fixed rate is half the lower maximum of the two "
+        "cluster states, so that both states meet the same load. Absolute numbers vary by machine; the ratio is the "
+        "figure to watch. The failed column counts error statuses and connection errors; requests that oha itself "
+        "stops at the end of a fixed-rate case are not counted.",
         "",
         "Commands, with the paths shortened:",
         "",
@@ -465,14 +516,15 @@ def write_report(results, rss, live_rss, seconds, runs, at_half, in_process, pau
         "the run with the median requests per second at full load, and the run with the median p99 at a fixed "
         "rate. Every run:",
         "",
-        "| case | requests/s of each run | p99 ms of each run |",
-        "|---|---|---|",
+        "| case | requests/s of each run | p50 ms of each run | p99 ms of each run |",
+        "|---|---|---|---|",
     ]
     for result in results:
         group = result["runs"]
         rates = ", ".join(f"{run['rps']:.0f}" for run in group)
+        p50s = ", ".join(f"{run['p50']:.3f}" for run in group)
         p99s = ", ".join(f"{run['p99']:.3f}" for run in group)
-        lines.append(f"| {result['name']} | {rates} | {p99s} |")
+        lines.append(f"| {result['name']} | {rates} | {p50s} | {p99s} |")
     lines += [
         "",
         "Peak resident memory (VmHWM) of the webhook on the file view, after its load:",
@@ -485,7 +537,7 @@ def write_report(results, rss, live_rss, seconds, runs, at_half, in_process, pau
         "",
         "In-process time of one review (decode, decide, encode; `cargo bench --bench review`, the fastest of 7 rounds):",
         "",
-        "| review | 10 VMs, ns | 10,000 VMs and 1,000 checks, ns | ratio |",
+        "| review | 10 VMs, ns | 10,000 VMs and 1,000 checks, ns | 10,000 VMs / 10 VMs |",
         "|---|---|---|---|",
     ]
     for case, times in in_process.items():
@@ -508,5 +560,15 @@ def write_report(results, rss, live_rss, seconds, runs, at_half, in_process, pau
     log("wrote BENCHMARKS.md")
 
 
+def exit_on_sigterm(signum, frame):
+    # Raising here runs the cleanup in main(), as Ctrl-C does.
+    raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":
-    main()
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
+    try:
+        main()
+    except KeyboardInterrupt:
+        log("interrupted; the servers it started are stopped")
+        sys.exit(130)
