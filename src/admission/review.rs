@@ -80,14 +80,15 @@ impl Outcome<'_> {
 
     /// Returns the AdmissionReview response as a JSON value.
     pub fn to_value(&self) -> Value {
-        // Strings, numbers and booleans always serialize.
+        // serde_json fails only on map keys that are not strings, and the wire type has none.
         serde_json::to_value(self.wire()).unwrap_or_default()
     }
 
     /// Returns the AdmissionReview response as JSON text.
     pub fn to_json(&self) -> Vec<u8> {
         let mut json = Vec::with_capacity(256);
-        // Writing strings, numbers and booleans into a Vec cannot fail.
+        // serde_json fails only on I/O errors, which a Vec does not return, and on map keys that
+        // are not strings, which the wire type has none of.
         let _ = serde_json::to_writer(&mut json, &self.wire());
         json
     }
@@ -238,35 +239,27 @@ fn decide_request<'a>(
         raw_object: None,
         raw_old_object: None,
     };
-    let decision = if request.is_vmruntime() {
-        match decode_objects(endpoint, &mut request, wire.object, wire.old_object) {
-            Ok(()) => decide(endpoint, &request, view, settings),
-            Err(message) => {
-                let header = Header {
-                    api_version,
-                    uid: wire.uid,
-                    kind: request.kind,
-                    namespace: wire.namespace.unwrap_or_default(),
-                    name: request.name,
-                    dry_run: wire.dry_run.unwrap_or(false),
-                };
-                return malformed(header, &message);
-            }
-        }
+    let decoded = if request.is_vmruntime() {
+        decode_objects(endpoint, &mut request, wire.object, wire.old_object)
     } else {
-        decide(endpoint, &request, view, settings)
+        Ok(())
     };
-    Outcome {
+    let decision = decoded.map(|()| decide(endpoint, &request, view, settings));
+    let operation = operation_name(&request.operation);
+    let header = Header {
         api_version,
         uid: wire.uid,
         kind: request.kind,
         namespace: wire.namespace.unwrap_or_default(),
         name: request.name,
-        operation: operation_name(&request.operation),
         dry_run: wire.dry_run.unwrap_or(false),
-        allowed: decision.allowed,
-        result: decision.result_label(),
-        decision,
+    };
+    match decision {
+        Ok(decision) => {
+            let result = decision.result_label();
+            outcome(header, operation, result, decision)
+        }
+        Err(message) => malformed(header, &message),
     }
 }
 
@@ -306,7 +299,8 @@ fn decode_objects(
     Ok(())
 }
 
-/// The fields of a review whose request does not decode that its response and log line need.
+/// The fields that identify a review in its response and log line, known even when its request
+/// does not decode.
 struct Header<'a> {
     api_version: &'static str,
     uid: Cow<'a, str>,
@@ -369,16 +363,20 @@ fn malformed<'a>(header: Header<'a>, error: &str) -> Outcome<'a> {
         patch: json_patch::Patch(Vec::new()),
         warnings: Vec::new(),
     };
+    outcome(header, "UNKNOWN", MALFORMED, decision)
+}
+
+fn outcome<'a>(header: Header<'a>, operation: &'static str, result: &'static str, decision: Decision) -> Outcome<'a> {
     Outcome {
         api_version: header.api_version,
         uid: header.uid,
         kind: header.kind,
         namespace: header.namespace,
         name: header.name,
-        operation: "UNKNOWN",
+        operation,
         dry_run: header.dry_run,
-        allowed: false,
-        result: MALFORMED,
+        allowed: decision.allowed,
+        result,
         decision,
     }
 }
